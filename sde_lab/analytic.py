@@ -1,0 +1,205 @@
+r"""The analytic oracle: Gaussian mixtures whose perturbed marginals are known exactly under every SDE.
+
+If ``x_0 ~ Σ_k w_k N(μ_k, diag(s_k²))`` and the SDE has kernel ``N(α(t) x_0, σ(t)² I)``, then
+
+    p_t = Σ_k w_k N(α μ_k, diag(α² s_k² + σ²)),
+
+so the exact score ``∇_x log p_t`` and log-density ``log p_t`` are available in closed form for every
+``t``. :meth:`GaussianMixture.score_fn` returns a ``(x, t) -> score`` callable that plugs into samplers
+and likelihood exactly like a trained network: it is the known answer every routine is tested against.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from .sde import SDE
+from .utils import randn
+
+__all__ = ["GaussianMixture", "TARGETS", "make_target", "target_names"]
+
+ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True, eq=False)
+class GaussianMixture:
+    """A mixture of diagonal Gaussians in ``D = prod(event_shape)`` dimensions.
+
+    Args:
+        weights: ``(K,)`` non-negative mixture weights (normalised here).
+        means: ``(K, D)`` component means.
+        stds: ``(K, D)`` per-component, per-coordinate standard deviations (or ``(K,)`` / scalar).
+        event_shape: shape of one sample, e.g. ``(2,)`` for points or ``(1, 8, 8)`` for images.
+    """
+
+    weights: torch.Tensor
+    means: torch.Tensor
+    stds: torch.Tensor
+    event_shape: tuple[int, ...] = field(default=())
+
+    def __post_init__(self):
+        means = torch.as_tensor(self.means, dtype=torch.float64)
+        if means.ndim != 2:
+            raise ValueError(f"means must have shape (K, D), got {tuple(means.shape)}")
+        K, D = means.shape
+        weights = torch.as_tensor(self.weights, dtype=torch.float64)
+        if weights.shape != (K,):
+            raise ValueError(f"weights must have shape ({K},) to match means, got {tuple(weights.shape)}")
+        if not torch.isfinite(weights).all() or (weights < 0).any() or weights.sum() <= 0:
+            raise ValueError("weights must be finite, non-negative and not all zero")
+        stds = torch.as_tensor(self.stds, dtype=torch.float64)
+        if stds.ndim == 0:
+            stds = stds.expand(K, D)
+        elif stds.ndim == 1:
+            if stds.shape != (K,):
+                raise ValueError(f"stds of shape {tuple(stds.shape)} do not match {K} components")
+            stds = stds[:, None].expand(K, D)
+        if stds.shape != (K, D):
+            raise ValueError(f"stds must have shape ({K}, {D}), got {tuple(stds.shape)}")
+        if not torch.isfinite(stds).all() or (stds <= 0).any():
+            raise ValueError("stds must be positive and finite")
+        event_shape = tuple(self.event_shape) or (D,)
+        if math.prod(event_shape) != D:
+            raise ValueError(f"event_shape {event_shape} has {math.prod(event_shape)} elements, means have D={D}")
+        object.__setattr__(self, "weights", weights / weights.sum())
+        object.__setattr__(self, "means", means)
+        object.__setattr__(self, "stds", stds.contiguous())
+        object.__setattr__(self, "event_shape", event_shape)
+
+    @property
+    def n_components(self) -> int:
+        return self.means.shape[0]
+
+    @property
+    def dim(self) -> int:
+        return self.means.shape[1]
+
+    # --- the data distribution ------------------------------------------------------------------
+    def sample(self, n: int, generator: torch.Generator | None = None, *, dtype=torch.float32, device=None) -> torch.Tensor:
+        """``n`` samples of shape ``(n, *event_shape)``."""
+        return self.sample_with_labels(n, generator, dtype=dtype, device=device)[0]
+
+    def sample_with_labels(self, n: int, generator: torch.Generator | None = None, *, dtype=torch.float32, device=None):
+        """``(samples, component labels)``; randomness drawn on the generator's device (CPU by default)."""
+        gen_device = generator.device if generator is not None else torch.device("cpu")
+        labels = torch.multinomial(self.weights.to(gen_device), n, replacement=True, generator=generator)
+        z = randn((n, self.dim), generator=generator, device=gen_device, dtype=torch.float64)
+        means, stds = self.means.to(gen_device), self.stds.to(gen_device)
+        x = means[labels] + stds[labels] * z
+        device = device if device is not None else gen_device
+        return x.reshape(n, *self.event_shape).to(device=device, dtype=dtype), labels.to(device)
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """``log p_data(x)``, shape ``(B,)``."""
+        ones = torch.ones(x.shape[0], dtype=x.dtype, device=x.device)
+        return self._log_prob(x, ones, torch.zeros_like(ones))
+
+    # --- the perturbed marginal p_t under an SDE -----------------------------------------------
+    def _params(self, x: torch.Tensor):
+        return (self.weights.to(x.device, x.dtype), self.means.to(x.device, x.dtype), self.stds.to(x.device, x.dtype))
+
+    def _component_terms(self, x, alpha, sigma):
+        """Per-sample, per-component ``(log w_k N_k(x), (x - α μ_k) / v_k)`` with ``v_k = α² s_k² + σ²``."""
+        if tuple(x.shape[1:]) != self.event_shape:
+            raise ValueError(f"x must have shape (B, {', '.join(map(str, self.event_shape))}), got {tuple(x.shape)}")
+        w, mu, s = self._params(x)
+        xf = x.reshape(x.shape[0], 1, self.dim)  # (B, 1, D)
+        a, sg = alpha[:, None, None], sigma[:, None, None]
+        var = (a * s[None]) ** 2 + sg**2  # (B, K, D)
+        diff = xf - a * mu[None]
+        logn = -0.5 * ((diff**2 / var) + torch.log(2 * math.pi * var)).sum(-1)  # (B, K)
+        return torch.log(w)[None] + logn, diff / var
+
+    def _log_prob(self, x, alpha, sigma):
+        logc, _ = self._component_terms(x, alpha, sigma)
+        return torch.logsumexp(logc, dim=1)
+
+    def _score(self, x, alpha, sigma):
+        logc, r = self._component_terms(x, alpha, sigma)
+        resp = torch.softmax(logc, dim=1)  # (B, K)
+        return -(resp[..., None] * r).sum(1).reshape(x.shape)
+
+    def marginal_log_prob(self, sde: SDE, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Exact ``log p_t(x)`` under ``sde``, shape ``(B,)``."""
+        alpha, sigma = sde.marginal(sde._check(x, t).to(x.dtype))
+        return self._log_prob(x, alpha, sigma)
+
+    def marginal_score(self, sde: SDE, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Exact ``∇_x log p_t(x)`` under ``sde``, same shape as ``x``."""
+        alpha, sigma = sde.marginal(sde._check(x, t).to(x.dtype))
+        return self._score(x, alpha, sigma)
+
+    def posterior(self, sde: SDE, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Exact component posterior ``p_t(k | x_t)`` (the oracle's noise-conditional classifier), ``(B, K)``."""
+        alpha, sigma = sde.marginal(sde._check(x, t).to(x.dtype))
+        logc, _ = self._component_terms(x, alpha, sigma)
+        return torch.softmax(logc, dim=1)
+
+    def score_fn(self, sde: SDE) -> ScoreFn:
+        """The exact score of ``p_t`` under ``sde`` as a ``(x, t) -> score`` callable."""
+        return lambda x, t: self.marginal_score(sde, x, t)
+
+    def log_prob_fn(self, sde: SDE) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """The exact ``log p_t`` under ``sde`` as a ``(x, t) -> (B,)`` callable."""
+        return lambda x, t: self.marginal_log_prob(sde, x, t)
+
+    def moments(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Exact mean ``(D,)`` and covariance ``(D, D)`` of the data distribution."""
+        w, mu, s = self.weights, self.means, self.stds
+        mean = (w[:, None] * mu).sum(0)
+        second = (w[:, None, None] * (torch.diag_embed(s**2) + mu[:, :, None] * mu[:, None, :])).sum(0)
+        return mean, second - mean[:, None] * mean[None, :]
+
+
+# --- named targets -----------------------------------------------------------------------------
+
+
+def _ring(n_modes: int = 8, radius: float = 2.0, std: float = 0.2) -> GaussianMixture:
+    angles = torch.arange(n_modes, dtype=torch.float64) * (2 * math.pi / n_modes)
+    means = radius * torch.stack([torch.cos(angles), torch.sin(angles)], 1)
+    return GaussianMixture(torch.ones(n_modes), means, torch.full((n_modes,), std))
+
+
+def _aniso() -> GaussianMixture:
+    return GaussianMixture(
+        weights=torch.tensor([0.5, 0.3, 0.2]),
+        means=torch.tensor([[-1.5, 0.0], [1.5, 1.0], [0.5, -1.5]]),
+        stds=torch.tensor([[0.6, 0.15], [0.1, 0.5], [0.3, 0.3]]),
+    )
+
+
+def _gmm_highdim(dim: int, n_modes: int, event_shape: tuple[int, ...] = (), seed: int = 0) -> GaussianMixture:
+    g = torch.Generator().manual_seed(seed)
+    means = torch.randn(n_modes, dim, generator=g, dtype=torch.float64)
+    means = 1.5 * means / means.norm(dim=1, keepdim=True) * math.sqrt(dim) ** 0.5
+    stds = 0.2 + 0.3 * torch.rand(n_modes, dim, generator=g, dtype=torch.float64)
+    weights = torch.linspace(1.0, 2.0, n_modes, dtype=torch.float64)
+    return GaussianMixture(weights, means, stds, event_shape=event_shape)
+
+
+TARGETS: dict[str, tuple[Callable[[], GaussianMixture], str]] = {
+    "ring": (_ring, "2-D ring of 8 equal isotropic modes (radius 2, std 0.2)"),
+    "aniso": (_aniso, "2-D mixture of 3 unequal, anisotropic modes (weights 0.5/0.3/0.2)"),
+    "gmm16": (lambda: _gmm_highdim(16, 4), "16-D mixture of 4 modes with per-coordinate stds in [0.2, 0.5]"),
+    "gmm8x8": (
+        lambda: _gmm_highdim(64, 3, (1, 8, 8), seed=1),
+        "64-D mixture of 3 modes shaped as 1x8x8 images (tests image-shaped code paths)",
+    ),
+}
+
+
+def target_names() -> list[str]:
+    return sorted(TARGETS)
+
+
+def make_target(name: str) -> GaussianMixture:
+    """Build a named oracle target; unknown names raise ``ValueError`` listing the valid ones."""
+    try:
+        factory = TARGETS[name][0]
+    except KeyError:
+        raise ValueError(f"unknown target {name!r}; valid targets: {', '.join(target_names())}") from None
+    return factory()

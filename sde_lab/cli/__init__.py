@@ -1,0 +1,53 @@
+"""The ``sde-lab`` command line: the only place that parses arguments.
+
+Each subcommand lives in its own module of this package with two functions, ``add_parser(subparsers)``
+and ``run(args) -> int``; :data:`COMMANDS` lists them in the order ``--help`` shows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+__all__ = ["main", "build_parser"]
+
+# subcommand name → module in sde_lab.cli
+COMMANDS: dict[str, str] = {
+    "targets": "targets",
+}
+
+
+class CLIError(Exception):
+    """A user error: printed as ``sde-lab: error: ...`` with exit code 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sde-lab",
+        description="Score-based generative modelling through SDEs: train, sample, likelihood, eval.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name, module in COMMANDS.items():
+        mod = importlib.import_module(f"{__name__}.{module}")
+        p = mod.add_parser(sub)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except (ValueError, FileNotFoundError, CLIError) as e:
+        print(f"sde-lab {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Score networks: MLP for low-dimensional data, NCSN++/DDPM++ and the DDPM U-Net for images."""

@@ -1,0 +1,330 @@
+r"""Forward SDEs of score-based generative modelling (Song et al. 2021, §3.4 and Appendix B).
+
+Every SDE here has an affine drift, ``dx = a(t) x dt + g(t) dw`` on ``t ∈ [0, T]``, ``T = 1``, so its
+perturbation kernel is Gaussian, ``p_0t(x_t | x_0) = N(α(t) x_0, σ(t)² I)``, with
+
+    dα/dt = a(t) α(t),        d(σ²)/dt = 2 a(t) σ(t)² + g(t)².
+
+Samplers, losses and likelihoods use only the methods of :class:`SDE` (``drift``, ``diffusion``,
+``marginal``, ``transition``, the σ-form and the prior), never the concrete class.
+
+Discrete chains. SMLD/NCSN and DDPM are discretizations with ``N`` steps; the step count is an argument,
+never stored on the SDE. Continuous time maps to the discrete index by ``t_i = i T / (N - 1)``,
+``i = round(t (N - 1) / T)`` (see :func:`discrete_index`): ``σ_i = σ(t_i)`` for SMLD and
+``β_i = β(t_i) / N`` for DDPM, as in the score_sde reference code.
+
+Smallest times: samplers stop at ``SAMPLING_EPS = 1e-3`` and likelihoods start at ``LIKELIHOOD_EPS = 1e-5``
+(Song et al. 2021, Appendix C and D).
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from dataclasses import dataclass
+from typing import ClassVar, NamedTuple
+
+import torch
+
+from .utils import append_dims, batch_sum, randn
+
+__all__ = [
+    "SDE",
+    "VESDE",
+    "VPSDE",
+    "SubVPSDE",
+    "DDPMSchedule",
+    "discrete_index",
+    "discrete_times",
+    "SAMPLING_EPS",
+    "LIKELIHOOD_EPS",
+]
+
+SAMPLING_EPS = 1e-3
+LIKELIHOOD_EPS = 1e-5
+
+
+class DDPMSchedule(NamedTuple):
+    """DDPM chain ``x_i = sqrt(α_i) x_{i-1} + sqrt(β_i) z`` (Ho et al. 2020) with ``ᾱ_i = Π_{j≤i} α_j``."""
+
+    betas: torch.Tensor
+    alphas: torch.Tensor
+    alphas_cumprod: torch.Tensor
+
+
+def discrete_times(N: int, T: float = 1.0, *, dtype=torch.float64, device=None) -> torch.Tensor:
+    """The times ``t_i = i T / (N - 1)``, ``i = 0..N-1``, that the discrete chains sit on."""
+    _check_steps(N)
+    return torch.linspace(0.0, T, N, dtype=dtype, device=device)
+
+
+def discrete_index(t: torch.Tensor, N: int, T: float = 1.0) -> torch.Tensor:
+    """Index ``i = round(t (N - 1) / T)`` of the discrete noise level nearest to continuous time ``t``."""
+    _check_steps(N)
+    return torch.round(torch.as_tensor(t) * (N - 1) / T).long().clamp(0, N - 1)
+
+
+def _check_steps(N: int) -> None:
+    if not isinstance(N, int) or N < 2:
+        raise ValueError(f"the number of discretization steps N must be an integer >= 2, got {N!r}")
+
+
+@dataclass(frozen=True)
+class SDE(abc.ABC):
+    """``dx = a(t) x dt + g(t) dw`` on ``[0, T]``; tensors are batch first with ``t`` of shape ``(B,)``."""
+
+    T: ClassVar[float] = 1.0
+
+    # --- what a concrete SDE defines -------------------------------------------------------------
+    @abc.abstractmethod
+    def drift_coef(self, t: torch.Tensor) -> torch.Tensor:
+        """``a(t)`` of the affine drift ``f(x, t) = a(t) x``, shape ``(B,)``."""
+
+    @abc.abstractmethod
+    def diffusion(self, t: torch.Tensor) -> torch.Tensor:
+        """``g(t)``, shape ``(B,)``."""
+
+    @abc.abstractmethod
+    def marginal(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(α(t), σ(t))`` of the perturbation kernel ``N(α(t) x_0, σ(t)² I)``, each of shape ``(B,)``."""
+
+    @property
+    @abc.abstractmethod
+    def prior_std(self) -> float:
+        """Standard deviation of the prior ``p_T = N(0, prior_std² I)``."""
+
+    @abc.abstractmethod
+    def t_from_sigma_tilde(self, sigma_tilde: torch.Tensor) -> torch.Tensor:
+        """Inverse of :meth:`sigma_tilde` in closed form."""
+
+    # --- derived quantities --------------------------------------------------------------------
+    def drift(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """``f(x, t) = a(t) x``."""
+        t = self._check(x, t)
+        return append_dims(self.drift_coef(t), x.ndim) * x
+
+    def reverse_drift(self, x: torch.Tensor, t: torch.Tensor, score: torch.Tensor) -> torch.Tensor:
+        """Drift of the reverse-time SDE, ``f(x, t) - g(t)² s`` (Song et al. 2021, eq. (6))."""
+        g2 = append_dims(self.diffusion(self._check(x, t)) ** 2, x.ndim)
+        return self.drift(x, t) - g2 * score
+
+    def probability_flow_drift(self, x: torch.Tensor, t: torch.Tensor, score: torch.Tensor) -> torch.Tensor:
+        """Drift of the probability-flow ODE, ``f(x, t) - ½ g(t)² s`` (Song et al. 2021, eq. (13))."""
+        g2 = append_dims(self.diffusion(self._check(x, t)) ** 2, x.ndim)
+        return self.drift(x, t) - 0.5 * g2 * score
+
+    def transition(self, s: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(a, σ)`` with ``x_t | x_s ~ N(a x_s, σ² I)`` for ``s ≤ t``.
+
+        For an affine SDE, ``a = α(t)/α(s)`` and ``σ² = σ(t)² - a² σ(s)²``; subclasses override this with
+        a form that stays accurate for short steps.
+        """
+        s, t = self._check_pair(s, t)
+        alpha_s, sigma_s = self.marginal(s)
+        alpha_t, sigma_t = self.marginal(t)
+        a = alpha_t / alpha_s
+        return a, (sigma_t**2 - (a * sigma_s) ** 2).clamp_min(0.0).sqrt()
+
+    def sigma_tilde(self, t: torch.Tensor) -> torch.Tensor:
+        """Noise level of the scaled state ``x / α(t)``: ``σ̃(t) = σ(t) / α(t)`` (Karras et al. 2022)."""
+        alpha, sigma = self.marginal(t)
+        return sigma / alpha
+
+    def log_snr(self, t: torch.Tensor) -> torch.Tensor:
+        """Half log signal-to-noise ratio ``λ(t) = log α(t) - log σ(t)`` (Lu et al. 2022)."""
+        return -torch.log(self.sigma_tilde(t))
+
+    def t_from_log_snr(self, lam: torch.Tensor) -> torch.Tensor:
+        """Inverse of :meth:`log_snr`."""
+        return self.t_from_sigma_tilde(torch.exp(-torch.as_tensor(lam)))
+
+    # --- prior --------------------------------------------------------------------------------
+    def prior_sample(self, shape, generator: torch.Generator | None = None, *, device=None, dtype=None) -> torch.Tensor:
+        """A batch of shape ``shape`` (batch first) from the prior ``N(0, prior_std² I)``."""
+        return self.prior_std * randn(shape, generator=generator, device=device, dtype=dtype)
+
+    def prior_log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        """``log p_T(z)`` summed over non-batch dimensions, shape ``(B,)``."""
+        d = z[0].numel()
+        var = self.prior_std**2
+        return -0.5 * d * math.log(2 * math.pi * var) - batch_sum(z**2) / (2 * var)
+
+    # --- checks -------------------------------------------------------------------------------
+    def check_time(self, t: torch.Tensor) -> torch.Tensor:
+        """Return ``t`` as a tensor, raising ``ValueError`` if it lies outside ``[0, T]`` or is NaN.
+
+        The range check reads values, so it runs only for CPU tensors: a CUDA loop is never synchronised.
+        """
+        t = torch.as_tensor(t)
+        if t.ndim != 1:
+            raise ValueError(f"t must have shape (B,), got shape {tuple(t.shape)}")
+        if t.device.type == "cpu" and t.numel():
+            tol = 1e-6 * self.T
+            lo, hi = t.min().item(), t.max().item()
+            if not (lo >= -tol and hi <= self.T + tol):  # also catches NaN
+                raise ValueError(f"t must lie in [0, T={self.T}], got values in [{lo}, {hi}]")
+        return t
+
+    def _check(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        t = self.check_time(t)
+        if x.ndim < 1 or x.shape[0] != t.shape[0]:
+            raise ValueError(
+                f"x has batch size {x.shape[0] if x.ndim else 'none'} but t has shape {tuple(t.shape)}; "
+                "pass one time per sample"
+            )
+        return t
+
+    def _check_pair(self, s: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        s, t = self.check_time(s), self.check_time(t)
+        if s.shape != t.shape:
+            raise ValueError(f"s and t must have the same shape, got {tuple(s.shape)} and {tuple(t.shape)}")
+        return s, t
+
+
+def _positive(name: str, value: float) -> None:
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+
+
+@dataclass(frozen=True)
+class VESDE(SDE):
+    r"""Variance-exploding SDE, the continuous limit of SMLD/NCSN (Song et al. 2021, eq. (9), (30)).
+
+    ``dx = σ(t) sqrt(2 log(σ_max/σ_min)) dw`` with ``σ(t) = σ_min (σ_max/σ_min)^t``; kernel
+    ``N(x_0, σ(t)² I)``. As in the paper and its reference code, time 0 already carries noise ``σ_min``
+    (``σ(0) = σ_min``): the kernel describes a process started at ``x_0 + σ_min z``. Prior ``N(0, σ_max² I)``.
+    """
+
+    sigma_min: float = 0.01
+    sigma_max: float = 50.0
+
+    def __post_init__(self):
+        _positive("sigma_min", self.sigma_min)
+        _positive("sigma_max", self.sigma_max)
+        if not self.sigma_max > self.sigma_min:
+            raise ValueError(f"sigma_max must exceed sigma_min, got sigma_min={self.sigma_min}, sigma_max={self.sigma_max}")
+
+    @property
+    def _log_ratio(self) -> float:
+        return math.log(self.sigma_max / self.sigma_min)
+
+    def _sigma(self, t: torch.Tensor) -> torch.Tensor:
+        return self.sigma_min * torch.exp(t * self._log_ratio)
+
+    def drift_coef(self, t):
+        return torch.zeros_like(self.check_time(t))
+
+    def diffusion(self, t):
+        return self._sigma(self.check_time(t)) * math.sqrt(2 * self._log_ratio)
+
+    def marginal(self, t):
+        t = self.check_time(t)
+        return torch.ones_like(t), self._sigma(t)
+
+    def transition(self, s, t):
+        s, t = self._check_pair(s, t)
+        return torch.ones_like(t), (self._sigma(t) ** 2 - self._sigma(s) ** 2).clamp_min(0.0).sqrt()
+
+    @property
+    def prior_std(self) -> float:
+        return self.sigma_max
+
+    def t_from_sigma_tilde(self, sigma_tilde):
+        return torch.log(torch.as_tensor(sigma_tilde) / self.sigma_min) / self._log_ratio
+
+    def smld_sigmas(self, N: int, *, dtype=torch.float64, device=None) -> torch.Tensor:
+        """SMLD/NCSN noise levels ``σ_i = σ(t_i)``, ``i = 0..N-1``: geometric from σ_min to σ_max.
+
+        The ancestral (SMLD) chain adds ``N(0, (σ_i² - σ_{i-1}²) I)`` per step, i.e. :meth:`transition`
+        from ``t_{i-1}`` to ``t_i`` (Song et al. 2021, eq. (8)).
+        """
+        return self._sigma(discrete_times(N, self.T, dtype=dtype, device=device))
+
+
+@dataclass(frozen=True)
+class _BetaSchedule(SDE):
+    """Linear ``β(t) = β_min + t (β_max - β_min)`` with integral ``B(t) = β_min t + ½ (β_max - β_min) t²``."""
+
+    beta_min: float = 0.1
+    beta_max: float = 20.0
+
+    def __post_init__(self):
+        _positive("beta_min", self.beta_min)
+        _positive("beta_max", self.beta_max)
+        if self.beta_max < self.beta_min:
+            raise ValueError(f"beta_max must be >= beta_min, got beta_min={self.beta_min}, beta_max={self.beta_max}")
+
+    def beta(self, t: torch.Tensor) -> torch.Tensor:
+        return self.beta_min + t * (self.beta_max - self.beta_min)
+
+    def beta_integral(self, t: torch.Tensor) -> torch.Tensor:
+        return t * (self.beta_min + 0.5 * t * (self.beta_max - self.beta_min))
+
+    def _t_from_beta_integral(self, B: torch.Tensor) -> torch.Tensor:
+        # Root of ½ Δ t² + β_min t - B = 0, written without cancellation (also valid for Δ = 0).
+        delta = self.beta_max - self.beta_min
+        return 2 * B / (self.beta_min + torch.sqrt(self.beta_min**2 + 2 * delta * B))
+
+    def drift_coef(self, t):
+        return -0.5 * self.beta(self.check_time(t))
+
+    @property
+    def prior_std(self) -> float:
+        return 1.0
+
+    def ddpm_schedule(self, N: int, *, dtype=torch.float64, device=None) -> DDPMSchedule:
+        """DDPM chain with ``β_i = β(t_i) / N`` (Song et al. 2021, Appendix B), ``α_i = 1 - β_i``, ``ᾱ_i``."""
+        betas = self.beta(discrete_times(N, self.T, dtype=dtype, device=device)) / N
+        alphas = 1.0 - betas
+        return DDPMSchedule(betas, alphas, torch.cumprod(alphas, 0))
+
+
+@dataclass(frozen=True)
+class VPSDE(_BetaSchedule):
+    r"""Variance-preserving SDE, the continuous limit of DDPM (Song et al. 2021, eq. (11), (29)).
+
+    ``dx = -½ β(t) x dt + sqrt(β(t)) dw``; kernel ``N(e^{-B/2} x_0, (1 - e^{-B}) I)``. Prior ``N(0, I)``.
+    """
+
+    def diffusion(self, t):
+        return torch.sqrt(self.beta(self.check_time(t)))
+
+    def marginal(self, t):
+        B = self.beta_integral(self.check_time(t))
+        return torch.exp(-0.5 * B), torch.sqrt(-torch.expm1(-B))
+
+    def transition(self, s, t):
+        s, t = self._check_pair(s, t)
+        dB = self.beta_integral(t) - self.beta_integral(s)
+        return torch.exp(-0.5 * dB), torch.sqrt((-torch.expm1(-dB)).clamp_min(0.0))
+
+    def t_from_sigma_tilde(self, sigma_tilde):
+        # σ̃² = e^B - 1
+        return self._t_from_beta_integral(torch.log1p(torch.as_tensor(sigma_tilde) ** 2))
+
+
+@dataclass(frozen=True)
+class SubVPSDE(_BetaSchedule):
+    r"""Sub-VP SDE (Song et al. 2021, eq. (12)): ``dx = -½ β x dt + sqrt(β (1 - e^{-2B})) dw``.
+
+    Kernel ``N(e^{-B/2} x_0, (1 - e^{-B})² I)``; its variance stays below the VP one. Prior ``N(0, I)``.
+    """
+
+    def diffusion(self, t):
+        t = self.check_time(t)
+        return torch.sqrt(-self.beta(t) * torch.expm1(-2 * self.beta_integral(t)))
+
+    def marginal(self, t):
+        B = self.beta_integral(self.check_time(t))
+        return torch.exp(-0.5 * B), -torch.expm1(-B)
+
+    def transition(self, s, t):
+        # σ_t² - e^{-ΔB} σ_s² = (1 - e^{-ΔB}) (1 - e^{-(B_s + B_t)})
+        s, t = self._check_pair(s, t)
+        Bs, Bt = self.beta_integral(s), self.beta_integral(t)
+        var = torch.expm1(-(Bt - Bs)) * torch.expm1(-(Bs + Bt))
+        return torch.exp(-0.5 * (Bt - Bs)), var.clamp_min(0.0).sqrt()
+
+    def t_from_sigma_tilde(self, sigma_tilde):
+        # σ̃ = (1 - e^{-B}) e^{B/2} = 2 sinh(B/2)
+        return self._t_from_beta_integral(2 * torch.asinh(torch.as_tensor(sigma_tilde) / 2))
