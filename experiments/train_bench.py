@@ -1,0 +1,145 @@
+"""Training-loop overhead, peak memory, and the CIFAR-10 DDPM++ step time on CPU.
+
+Overhead: the full loop (:meth:`Trainer.fit`: data fetch, per-step seeded noise, warm-up schedule, grad
+clipping, EMA update, loss logging, TensorBoard scalars) against the *bare* step (forward + backward +
+Adam on a batch and noise already in memory), same model and loss, alternated in blocks within one run;
+the ratio is ``loop time / bare time - 1`` from the fastest block of each kind. Target: <= 10%. Times are the process's CPU time
+(single-threaded), which a machine shared with other jobs disturbs far less than wall time.
+
+    python experiments/train_bench.py [--steps 200] [--skip-cifar]
+
+Writes figures/train_bench.json and figures/train_bench.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from sde_lab.train import Trainer, apply_overrides, build_objective, build_score_model, build_sde, data_shape, load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def bare_stepper(config):
+    """forward + backward + Adam on a fixed in-memory batch: the cost every loop must pay."""
+    torch.manual_seed(0)
+    sde = build_sde(config)
+    model = build_score_model(config, sde)
+    objective = build_objective(config, sde)
+    shape = data_shape(config)
+    B = int(config.training.batch_size)
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.randn((B, *shape), generator=g)
+    draws = objective.draw(sde, B, shape, g, torch.device("cpu"))
+    opt = torch.optim.Adam(model.parameters(), lr=float(config.optim.lr), foreach=True)  # as the Trainer
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss = objective(model, sde, x0, draws).mean()
+        loss.backward()
+        opt.step()
+        return loss
+
+    return step
+
+
+def overhead(config_path: Path, sets: list[str], steps: int, blocks: int, workdir: Path) -> dict:
+    config = load_config(config_path)
+    apply_overrides(config, sets + ["training.snapshot_freq=0", "training.log_freq=10", "device='cpu'"])
+    if config.data.dim is None:  # images: random data of the configured shape (the data pipeline is in memory)
+        dataset = torch.rand(2048, *data_shape(config)) * 2 - 1
+    else:
+        dataset = None
+    trainer = Trainer(config, workdir, dataset=dataset, progress=False)
+    bare = bare_stepper(config)
+    bare(), trainer.fit(trainer.step_count + 2, final_checkpoint=False)  # warm-up
+    bare_blocks, loop_blocks = [], []
+    for _ in range(blocks):
+        t0 = time.process_time()
+        for _ in range(steps):
+            bare()
+        bare_blocks.append(time.process_time() - t0)
+        t0 = time.process_time()
+        trainer.fit(trainer.step_count + steps, final_checkpoint=False)
+        loop_blocks.append(time.process_time() - t0)
+    # the fastest block of each kind: interference from other jobs only ever adds time
+    t_bare, t_loop, n = min(bare_blocks), min(loop_blocks), steps
+    t0 = time.perf_counter()
+    trainer.save()
+    save_s = time.perf_counter() - t0  # wall: includes the fsync
+    return dict(checkpoint_save_s=save_s, config=str(config_path.relative_to(ROOT)), batch=int(config.training.batch_size), steps=n,
+                bare_ms=1e3 * t_bare / n, loop_ms=1e3 * t_loop / n, overhead=t_loop / t_bare - 1)
+
+
+def cifar_step(batch: int, steps: int) -> dict:
+    config = load_config(ROOT / "configs" / "vp" / "cifar10_ddpmpp_continuous.py")
+    apply_overrides(config, [f"training.batch_size={batch}"])
+    bare = bare_stepper(config)
+    n_params = sum(p.numel() for p in build_score_model(config).parameters())
+    bare()
+    times = []
+    for _ in range(steps):
+        t0 = time.process_time()
+        bare()
+        times.append(time.process_time() - t0)
+    return dict(config="configs/vp/cifar10_ddpmpp_continuous.py", batch=batch, params=n_params,
+                step_s=sum(times) / len(times), steps=steps, threads=torch.get_num_threads())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--steps", type=int, default=100, help="steps per timing block")
+    ap.add_argument("--blocks", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--skip-cifar", action="store_true")
+    ap.add_argument("--cifar-steps", type=int, default=3)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    t_start = time.time()
+    rows = []
+    with tempfile.TemporaryDirectory() as d:
+        rows.append(overhead(ROOT / "configs/vp/toy2d.py", [], args.steps, args.blocks, Path(d) / "toy"))
+        rows.append(overhead(ROOT / "configs/vp/toy2d.py", ["training.batch_size=4096", "model.hidden=256"],
+                             max(args.steps // 10, 5), args.blocks, Path(d) / "toy_big"))
+        rows.append(overhead(ROOT / "configs/vp/digits.py", [], max(args.steps // 4, 5), args.blocks, Path(d) / "digits"))
+        rows.append(overhead(ROOT / "configs/vp/mnist.py", ["training.batch_size=16"], 3, args.blocks, Path(d) / "mnist"))
+    print(f"{'config':34s} {'batch':>6s} {'bare ms':>9s} {'loop ms':>9s} {'overhead':>9s}")
+    for r in rows:
+        print(f"{r['config']:34s} {r['batch']:6d} {r['bare_ms']:9.2f} {r['loop_ms']:9.2f} {100 * r['overhead']:8.1f}%")
+    cifar = None
+    if not args.skip_cifar:
+        cifar = cifar_step(8, args.cifar_steps)
+        print(f"\nCIFAR-10 DDPM++ ({cifar['params'] / 1e6:.1f}M params), batch 8, CPU, {cifar['threads']} thread(s): "
+              f"{cifar['step_s']:.2f} s / step (forward + backward + Adam)")
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak RSS {peak_mb:.0f} MB")
+    runtime = time.time() - t_start
+    out = ROOT / "figures"
+    out.mkdir(exist_ok=True)
+    (out / "train_bench.json").write_text(json.dumps(dict(rows=rows, cifar=cifar, peak_rss_mb=peak_mb, threads=args.threads,
+                                                         runtime_s=round(runtime, 1)), indent=2))
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3))
+    labels = [f"{Path(r['config']).parent.name}/{Path(r['config']).stem}\nB={r['batch']}" for r in rows]
+    ax.bar(labels, [100 * r["overhead"] for r in rows])
+    ax.axhline(10, color="r", ls="--", label="10% target")
+    ax.set_ylabel("loop overhead over bare step (%)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "train_bench.png", dpi=100)
+    print(f"wrote {out / 'train_bench.json'} and {out / 'train_bench.png'}; runtime {runtime:.1f}s")
+
+
+if __name__ == "__main__":
+    main()
