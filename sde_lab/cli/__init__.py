@@ -15,6 +15,11 @@ __all__ = ["main", "build_parser"]
 # subcommand name → module in sde_lab.cli
 COMMANDS: dict[str, str] = {
     "targets": "targets",
+    "sample": "sample",
+    "train": "train",
+    "likelihood": "likelihood",
+    "eval": "eval",
+    "train-classifier": "train_classifier",
 }
 
 

@@ -1,0 +1,312 @@
+"""Samplers against the analytic oracle: every solver draws from the true distribution with the exact
+score (moments and sliced Wasserstein-2 within tolerances set by the noise floor) and FAILS the same check
+with a deliberately wrong score; NFE equals the counted score calls; the same code serves points and images."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from sde_lab import cli
+from sde_lab.analytic import make_target
+from sde_lab.correctors import AnnealedLangevin, Langevin, NoCorrector
+from sde_lab.metrics import sliced_wasserstein
+from sde_lab.predictors import Ancestral, EulerMaruyama, NoPredictor, ProbabilityFlowEuler, ReverseDiffusion
+from sde_lab.registry import CORRECTORS, PREDICTORS, SOLVERS
+from sde_lab.sampling import (
+    CountingScore,
+    ald_sample,
+    denoise_step,
+    ode_encode,
+    ode_sample,
+    pc_sample,
+    sample,
+    sdeint_sample,
+)
+from sde_lab.sde import VESDE, VPSDE, SubVPSDE
+
+SDES = {"ve": VESDE(), "vp": VPSDE(), "subvp": SubVPSDE()}
+N = 2000
+PC_STEPS = 200
+GM = make_target("aniso")
+
+
+def _gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+@pytest.fixture(scope="module")
+def floor2d():
+    """Mean SW2 between independent true sets of size N (what a perfect sampler scores)."""
+    g = _gen(123)
+    return sum(sliced_wasserstein(GM.sample(N, g), GM.sample(N, g), generator=g) for _ in range(4)) / 4
+
+
+def _quality(x, gm, floor, seed=7):
+    """(SW2 / floor, max |mean error| in standard errors, max relative covariance error)."""
+    g = _gen(seed)
+    ref = gm.sample(x.shape[0], g)
+    sw = sliced_wasserstein(x.float(), ref, generator=g)
+    mean, cov = gm.moments()
+    xf = x.detach().double().flatten(1)
+    se = (torch.diagonal(cov) / xf.shape[0]).sqrt()
+    mean_err = ((xf.mean(0) - mean).abs() / se).max().item()
+    cov_err = ((torch.cov(xf.T) - cov).abs().max() / torch.diagonal(cov).max()).item()
+    return sw / floor, mean_err, cov_err
+
+
+def _passes(x, gm, floor):
+    """The acceptance check every correct sampler must pass (tolerances from the noise floor / standard errors)."""
+    if not torch.isfinite(x).all():
+        return False
+    sw_ratio, mean_err, cov_err = _quality(x, gm, floor)
+    return sw_ratio < 2.0 and mean_err < 6.0 and cov_err < 0.08
+
+
+def _wrong(score_fn, kind):
+    return (lambda x, t: -score_fn(x, t)) if kind == "flipped" else (lambda x, t: 0.5 * score_fn(x, t))
+
+
+PC_COMBOS = [
+    (ReverseDiffusion(), Langevin()),
+    (EulerMaruyama(), NoCorrector()),
+    (Ancestral(), NoCorrector()),
+    (ProbabilityFlowEuler(), NoCorrector()),
+]
+
+
+@pytest.mark.parametrize("sde_name", list(SDES))
+@pytest.mark.parametrize("combo", PC_COMBOS, ids=lambda c: f"{type(c[0]).__name__}+{type(c[1]).__name__}")
+def test_pc_matches_oracle(sde_name, combo, floor2d):
+    sde = SDES[sde_name]
+    predictor, corrector = combo
+    counter = CountingScore(GM.score_fn(sde))
+    res = pc_sample(sde, counter, (N, 2), predictor=predictor, corrector=corrector, steps=PC_STEPS, generator=_gen(1))
+    assert _passes(res.samples, GM, floor2d), _quality(res.samples, GM, floor2d)
+    assert res.nfe == counter.nfe == PC_STEPS * (predictor.nfe_per_step + corrector.nfe_per_step) + 1
+
+
+@pytest.mark.parametrize(
+    "sde_name, kind, combo",
+    [("ve", "flipped", 0), ("subvp", "flipped", 0), ("ve", "halved", 0), ("subvp", "halved", 0), ("vp", "halved", 1)],
+)
+def test_pc_check_has_teeth(sde_name, kind, combo, floor2d):
+    """The same sampler and check as test_pc_matches_oracle, with a sign-flipped or halved score: fails."""
+    sde = SDES[sde_name]
+    predictor, corrector = PC_COMBOS[combo]
+    try:
+        res = pc_sample(sde, _wrong(GM.score_fn(sde), kind), (N, 2), predictor=predictor, corrector=corrector,
+                        steps=PC_STEPS, generator=_gen(1))
+    except FloatingPointError:
+        return  # a diverging sampler fails the check too
+    assert not _passes(res.samples, GM, floor2d)
+
+
+@pytest.mark.parametrize("sde_name", list(SDES))
+def test_ode_matches_oracle_and_teeth(sde_name, floor2d):
+    sde = SDES[sde_name]
+    counter = CountingScore(GM.score_fn(sde))
+    res = ode_sample(sde, counter, (N, 2), generator=_gen(2))
+    assert _passes(res.samples, GM, floor2d), _quality(res.samples, GM, floor2d)
+    assert res.nfe == counter.nfe and res.info["status"] == 0
+    bad = ode_sample(sde, _wrong(GM.score_fn(sde), "halved"), (N, 2), generator=_gen(2), rtol=1e-3, atol=1e-3)
+    assert not _passes(bad.samples, GM, floor2d)
+
+
+@pytest.mark.parametrize("sde_name", [pytest.param("ve", marks=pytest.mark.slow), "vp", pytest.param("subvp", marks=pytest.mark.slow)])
+def test_ald_matches_oracle(sde_name, floor2d):
+    sde = SDES[sde_name]
+    counter = CountingScore(GM.score_fn(sde))
+    res = ald_sample(sde, counter, (N, 2), steps=600, generator=_gen(3))
+    assert _passes(res.samples, GM, floor2d), _quality(res.samples, GM, floor2d)
+    assert res.nfe == counter.nfe == 601
+    if sde_name == "vp":
+        bad = ald_sample(sde, _wrong(GM.score_fn(sde), "halved"), (N, 2), steps=600, generator=_gen(3))
+        assert not _passes(bad.samples, GM, floor2d)
+
+
+@pytest.mark.parametrize("method", ["euler", "milstein", "srk"])
+def test_sdeint_matches_oracle(method, floor2d):
+    sde = VPSDE()
+    counter = CountingScore(GM.score_fn(sde))
+    steps = PC_STEPS if method != "srk" else 50
+    res = sdeint_sample(sde, counter, (N, 2), steps=steps, method=method, generator=_gen(4))
+    assert _passes(res.samples, GM, floor2d), _quality(res.samples, GM, floor2d)
+    assert res.nfe == counter.nfe
+    if method == "euler":
+        bad = sdeint_sample(sde, _wrong(GM.score_fn(sde), "halved"), (N, 2), steps=steps, generator=_gen(4))
+        assert not _passes(bad.samples, GM, floor2d)
+
+
+def test_sdeint_adaptive_ve():
+    sde = VESDE()
+    counter = CountingScore(GM.score_fn(sde))
+    res = sdeint_sample(sde, counter, (100, 2), steps=20, adaptive=True, rtol=5e-2, atol=5e-2, generator=_gen(5))
+    assert torch.isfinite(res.samples).all() and res.nfe == counter.nfe > 0
+
+
+def test_images_same_code_path():
+    """1x8x8 images (gmm8x8): PC and sdeint reproduce per-pixel moments; a halved score does not."""
+    gm = make_target("gmm8x8")
+    sde = VPSDE()
+    g = _gen(11)
+    floor = sum(sliced_wasserstein(gm.sample(400, g), gm.sample(400, g), generator=g) for _ in range(3)) / 3
+    res = sample(sde, gm.score_fn(sde), (400, 1, 8, 8), steps=100, generator=_gen(6))
+    assert res.samples.shape == (400, 1, 8, 8)
+    sw_ratio, mean_err, _ = _quality(res.samples, gm, floor)
+    assert sw_ratio < 1.5 and mean_err < 6.0
+    bad = sample(sde, _wrong(gm.score_fn(sde), "halved"), (400, 1, 8, 8), steps=100, generator=_gen(6))
+    assert _quality(bad.samples, gm, floor)[0] > 1.5
+    sde_res = sample(sde, gm.score_fn(sde), (16, 1, 8, 8), solver="sdeint", steps=20, generator=_gen(6))
+    assert sde_res.samples.shape == (16, 1, 8, 8) and torch.isfinite(sde_res.samples).all()
+
+
+@pytest.mark.parametrize("shape", [(64, 2), (8, 1, 8, 8)])
+def test_ode_encode_inverts_decode(shape):
+    gm = make_target("aniso" if len(shape) == 2 else "gmm8x8")
+    sde = VPSDE()
+    z = torch.randn(shape, generator=_gen(8), dtype=torch.float64)
+    x = ode_sample(sde, gm.score_fn(sde), shape, z=z, denoise=False, rtol=1e-6, atol=1e-6)
+    back = ode_encode(sde, gm.score_fn(sde), x.samples, rtol=1e-6, atol=1e-6)
+    assert back.samples.shape == shape
+    assert (back.samples - z).abs().max() < 1e-3
+    assert (x.samples - z).abs().max() > 0.1  # the map is not the identity
+
+
+@pytest.mark.parametrize("solver", ["pc", "sdeint", "ald"])
+def test_reproducible_with_generator(solver):
+    sde = SubVPSDE()
+    sf = GM.score_fn(sde)
+    a = sample(sde, sf, (100, 2), solver=solver, steps=20, generator=_gen(9)).samples
+    b = sample(sde, sf, (100, 2), solver=solver, steps=20, generator=_gen(9)).samples
+    c = sample(sde, sf, (100, 2), solver=solver, steps=20, generator=_gen(10)).samples
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+@pytest.mark.parametrize("sde_name", ["vp", "subvp", "ve"])
+@pytest.mark.parametrize("steps", [10, 20])
+def test_few_steps_finite_every_combination(sde_name, steps):
+    sde = SDES[sde_name]
+    sf = GM.score_fn(sde)
+    for p in PREDICTORS:
+        for c in CORRECTORS:
+            counter = CountingScore(sf)
+            res = sample(sde, counter, (200, 2), steps=steps, predictor=p, corrector=c, generator=_gen(12))
+            assert torch.isfinite(res.samples).all(), (p, c)
+            assert res.nfe == counter.nfe
+
+
+def test_nfe_matches_counter_for_every_solver():
+    sde = VESDE()
+    for name in ("pc", "ode", "sdeint", "ald"):
+        counter = CountingScore(GM.score_fn(sde))
+        res = sample(sde, counter, (50, 2), solver=name, steps=7, n_corrector_steps=2, generator=_gen(0)) if name in (
+            "pc", "ald") else sample(sde, counter, (50, 2), solver=name, steps=7, generator=_gen(0))
+        assert res.nfe == counter.nfe, name
+    counter = CountingScore(GM.score_fn(sde))
+    res = sample(sde, counter, (50, 2), steps=7, predictor="none", corrector="none", denoise=False, generator=_gen(0))
+    assert res.nfe == counter.nfe == 0
+
+
+def test_predictor_formulas_match_papers():
+    """Ancestral on VE is SMLD eq. (47); on VP its mean is DDPM's (x + β s)/√(1-β); reverse diffusion on VE
+    is x + (σ_t² - σ_s²) s."""
+    x = torch.randn(5, 2, generator=_gen(0), dtype=torch.float64)
+    t, s = torch.full((5,), 0.6, dtype=torch.float64), torch.full((5,), 0.55, dtype=torch.float64)
+    ve = VESDE()
+    score = lambda y, tt: -y  # noqa: E731
+    st, ss = ve.marginal(t)[1][0], ve.marginal(s)[1][0]
+    _, mean = Ancestral().step(ve, score, x, t, s)
+    assert torch.allclose(mean, x + (st**2 - ss**2) * score(x, t))
+    z_std = (Ancestral().step(ve, score, x, t, s, _gen(1))[0] - mean) / torch.randn(5, 2, generator=_gen(1), dtype=torch.float64)
+    assert torch.allclose(z_std, (ss**2 * (st**2 - ss**2) / st**2).sqrt().expand_as(z_std))
+    _, rd_mean = ReverseDiffusion().step(ve, score, x, t, s)
+    assert torch.allclose(rd_mean, mean)
+    vp = VPSDE()
+    beta = 1 - torch.exp(-(vp.beta_integral(t) - vp.beta_integral(s)))
+    _, mean = Ancestral().step(vp, score, x, t, s)
+    assert torch.allclose(mean, (x + beta[:, None] * score(x, t)) / torch.sqrt(1 - beta)[:, None])
+
+
+def test_denoise_is_tweedie_for_every_sde():
+    """For Gaussian data N(m, c² I), E[x0 | x_t] is known in closed form; denoise_step must match it."""
+    m, c = 0.7, 0.3
+    for sde in SDES.values():
+        t = torch.full((4,), 0.2, dtype=torch.float64)
+        alpha, sigma = (v[:, None] for v in sde.marginal(t))
+        score = lambda y, tt: -(y - alpha * m) / (alpha**2 * c**2 + sigma**2)  # noqa: E731
+        x = torch.randn(4, 3, generator=_gen(0), dtype=torch.float64)
+        expected = m + alpha * c**2 * (x - alpha * m) / (alpha**2 * c**2 + sigma**2)
+        assert torch.allclose(denoise_step(sde, score, x, t), expected)
+
+
+def test_validation_errors():
+    sde = VPSDE()
+    sf = GM.score_fn(sde)
+    with pytest.raises(ValueError, match="valid choices.*pc"):
+        sample(sde, sf, (10, 2), solver="nope")
+    with pytest.raises(ValueError, match="valid choices.*ancestral"):
+        sample(sde, sf, (10, 2), predictor="nope")
+    with pytest.raises(ValueError, match="valid choices.*langevin"):
+        sample(sde, sf, (10, 2), corrector="nope")
+    with pytest.raises(ValueError, match="shape"):
+        sample(sde, sf, [10, 2])
+    with pytest.raises(ValueError, match="shape"):
+        sample(sde, sf, (10,))
+    with pytest.raises(ValueError, match="steps"):
+        sample(sde, sf, (10, 2), steps=0)
+    with pytest.raises(ValueError, match="eps"):
+        sample(sde, sf, (10, 2), eps=1.5)
+    with pytest.raises(ValueError, match="does not take option predictor"):
+        sample(sde, sf, (10, 2), solver="ode", predictor="ancestral")
+    with pytest.raises(ValueError, match="does not take option foo"):
+        sample(sde, sf, (10, 2), solver="pc", foo=1)
+    with pytest.raises(ValueError, match="snr"):
+        Langevin(snr=-1.0)
+    with pytest.raises(FloatingPointError, match="non-finite"):
+        sample(sde, lambda x, t: x * float("nan"), (10, 2), steps=3)
+    assert set(SOLVERS) >= {"pc", "ode", "sdeint", "ald"}
+
+
+def test_contract_classes():
+    for p in (EulerMaruyama(), ProbabilityFlowEuler(), ReverseDiffusion(), Ancestral(), NoPredictor()):
+        assert isinstance(p.nfe_per_step, int)
+    assert Langevin(n_steps=3).nfe_per_step == 3 and AnnealedLangevin(n_steps=2).nfe_per_step == 2
+    assert NoCorrector().nfe_per_step == 0
+    with pytest.raises(Exception):
+        Langevin().snr = 0.3  # frozen
+
+
+def test_cli_sample_smoke(tmp_path):
+    out = tmp_path / "pts"
+    rc = cli.main(["sample", "--sde", "subvp", "--steps", "20", "--target", "ring", "--n", "200", "--out", str(out), "--quiet"])
+    assert rc == 0 and (out / "samples.npz").exists() and (out / "samples.png").exists()
+    import numpy as np
+
+    data = np.load(out / "samples.npz")
+    assert data["samples"].shape == (200, 2) and int(data["nfe"]) == 2 * 20 + 1
+    img = tmp_path / "img"
+    rc = cli.main(["sample", "--sde", "ve", "--solver", "ode", "--target", "gmm8x8", "--n", "16", "--out", str(img), "--quiet"])
+    assert rc == 0 and np.load(img / "samples.npz")["samples"].shape == (16, 1, 8, 8)
+    assert cli.main(["sample", "--sde", "ve", "--out", str(tmp_path / "none")]) == 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sde_name", list(SDES))
+def test_all_combinations_1000_steps(sde_name):
+    """Every predictor x corrector at 1000 steps, plus ald, on a 2-D and a 16-D target: within 1.5x floor
+    (SW2 averaged over 3 reference sets to tame the floor's own spread)."""
+    sde = SDES[sde_name]
+    for target in ("aniso", "gmm16"):
+        gm = make_target(target)
+        n = 4000
+        g = _gen(5)
+        floor = sum(sliced_wasserstein(gm.sample(n, g), gm.sample(n, g), generator=g) for _ in range(6)) / 6
+        runs = [dict(predictor=p, corrector=c) for p in PREDICTORS if p != "none" for c in ("none", "langevin")]
+        runs.append(dict(solver="ald"))
+        for kw in runs:
+            x = sample(sde, gm.score_fn(sde), (n, *gm.event_shape), steps=1000, generator=_gen(3), **kw).samples
+            sw = sum(sliced_wasserstein(x.float(), gm.sample(n, g), generator=g) for _ in range(3)) / 3
+            assert sw < 1.5 * floor, (target, kw, sw / floor)
