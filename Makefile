@@ -27,10 +27,10 @@ demo: $(STAMP)
 	$(PY) experiments/demo.py
 
 test: $(STAMP) test-data
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -n 2 -m "not slow"
 
 test-slow: $(STAMP) test-data
-	$(PY) -m pytest -q -m slow || [ $$? -eq 5 ]
+	$(PY) -m pytest -q -n 2 -m slow || [ $$? -eq 5 ]
 
 test-all: $(STAMP) test-data
 	$(PY) -m pytest -q

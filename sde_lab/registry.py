@@ -13,7 +13,20 @@ from typing import Any, Callable, Mapping
 from .analytic import TARGETS as _TARGETS
 from .sde import VESDE, VPSDE, SubVPSDE
 
-__all__ = ["SDES", "TARGETS", "lookup", "make_sde"]
+__all__ = [
+    "lookup",
+    "make_sde",
+    "SDES",
+    "TARGETS",
+    "PREDICTORS",
+    "CORRECTORS",
+    "SOLVERS",
+    "DIVERGENCES",
+    "PROBES",
+    "WEIGHTINGS",
+    "DATASETS",
+    "METRICS",
+]
 
 
 def _table(entries: dict[str, tuple[Callable[..., Any], str]]) -> Mapping[str, tuple[Callable[..., Any], str]]:

@@ -509,9 +509,13 @@ def sample(
     method: str = "RK45",
     generator: torch.Generator | None = None,
     device=None,
+    condition=None,
     **solver_options,
 ) -> SampleResult:
     """Draw ``shape[0]`` samples from the reverse process of ``sde`` with the score ``score_fn(x, t)``.
+
+    ``condition`` (an object or list from :mod:`sde_lab.conditional`: ``Inpainting``, ``Colorization``,
+    ``ClassifierGuidance``, ``ClassifierFreeGuidance``) turns this into conditional sampling.
 
     ``solver`` names an entry of :data:`sde_lab.registry.SOLVERS` (``pc``, ``ode``, ``sdeint``, ``ald``,
     …). For ``pc``, ``predictor`` and ``corrector`` are names from ``PREDICTORS``/``CORRECTORS`` (or
@@ -521,6 +525,14 @@ def sample(
     """
     from .registry import CORRECTORS, PREDICTORS, SOLVERS, lookup
 
+    if condition is not None:
+        from .conditional import conditional_sample
+
+        return conditional_sample(
+            sde, score_fn, shape, condition, solver=solver, steps=steps, predictor=predictor, corrector=corrector,
+            snr=snr, n_corrector_steps=n_corrector_steps, eps=eps, denoise=denoise, rtol=rtol, atol=atol,
+            method=method, generator=generator, device=device, **solver_options,
+        )
     solve = lookup(SOLVERS, solver, "solver")
     shape = _check_shape(shape)
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:

@@ -1,8 +1,11 @@
 """``sde-lab sample``: draw samples with any solver and save them (``samples.npz``) with a plot (``samples.png``).
 
-The score function comes from one place, :func:`_score_fn_from_args`: today an analytic oracle target
-(``--target NAME``, exact score; its true samples are overlaid on the plot). Loading a trained model
-(``--ckpt PATH --config FILE``) plugs in there.
+The score function comes from one place, :func:`_score_fn_from_args`: an analytic oracle target
+(``--target NAME``, exact score; its true samples are overlaid on the plot), a checkpoint written by
+``sde-lab train`` (``--ckpt PATH``, file or workdir; the SDE and data shape come from its stored config),
+or a published score_sde checkpoint (``--ckpt checkpoint_26.pth --config configs/vp/cifar10_ddpmpp_continuous.py``).
+``--class K`` samples class K with classifier guidance (``--guidance`` scale; ``--classifier PATH`` from
+``sde-lab train-classifier --noise-conditional``, or the exact classifier of an oracle target).
 """
 
 from __future__ import annotations
@@ -38,9 +41,17 @@ def add_parser(sub):
     )
     src = p.add_argument_group("score source (one of)")
     src.add_argument("--target", choices=sorted(TARGETS), help="analytic oracle target (exact score)")
-    # --- trained model: the lead adds `--ckpt PATH --config FILE` here (handled in _score_fn_from_args) ---
+    src.add_argument("--ckpt", metavar="PATH", help="trained model: an sde-lab checkpoint file or workdir, or a "
+                     "published score_sde checkpoint together with --config")
+    p.add_argument("--config", metavar="FILE", help="ml-collections config of a published score_sde checkpoint")
+    guide = p.add_argument_group("class-conditional sampling (classifier guidance)")
+    guide.add_argument("--class", dest="label", type=int, default=None, metavar="K", help="class to sample")
+    guide.add_argument("--guidance", type=float, default=1.0, help="guidance scale (default: 1.0 = exact conditional)")
+    guide.add_argument("--classifier", metavar="PATH", help="noise-conditional classifier (sde-lab train-classifier "
+                       "--noise-conditional); oracle targets use their exact classifier")
 
-    p.add_argument("--sde", choices=sorted(SDES), default="vp", help="forward SDE (default: vp)")
+    p.add_argument("--sde", choices=sorted(SDES), default=None, help="forward SDE for --target (default: vp); "
+                   "a checkpoint brings its own")
     p.add_argument("--solver", choices=sorted(SOLVERS), default="pc", help="sampler (default: pc)")
     p.add_argument("--steps", type=int, default=1000, help="time steps / noise levels (default: 1000)")
     p.add_argument("--predictor", choices=sorted(PREDICTORS), default="reverse_diffusion", help="pc predictor")
@@ -68,16 +79,91 @@ def _score_fn_from_args(args, sde: SDE) -> ScoreSource:
             gm.score_fn(sde), gm.event_shape, f"oracle target {args.target!r} (exact score)",
             lambda n, g: gm.sample(n, g),
         )
-    # A trained model (--ckpt/--config) will be loaded here.
-    raise ValueError("no score source: give --target NAME (analytic oracle); valid targets: " + ", ".join(sorted(TARGETS)))
+    if getattr(args, "ckpt", None):
+        model = _load_model(args)
+        return ScoreSource(model, _model_shape(model, args), f"checkpoint {args.ckpt}")
+    raise ValueError("no score source: give --target NAME (analytic oracle; valid targets: "
+                     + ", ".join(sorted(TARGETS)) + ") or --ckpt PATH (trained model)")
+
+
+def _load_model(args):
+    """A ScoreModel from an sde-lab checkpoint, or from a published score_sde checkpoint when --config is given."""
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.config:
+        from ..checkpoints import load_official_checkpoint
+        from ..train import load_config
+
+        config = load_config(args.config)
+        model = load_official_checkpoint(args.ckpt, config, device=device)
+        model._sde_lab_config = config
+        return model
+    from ..train import load_checkpoint, load_checkpoint_score
+
+    model = load_checkpoint_score(args.ckpt, map_location=device)
+    import json
+
+    from ..train import config_from_dict
+
+    model._sde_lab_config = config_from_dict(json.loads(load_checkpoint(args.ckpt, "cpu")["config"]))
+    return model
+
+
+def _model_shape(model, args) -> tuple[int, ...]:
+    from ..train import data_shape
+
+    return data_shape(model._sde_lab_config)
+
+
+def _resolve_sde(args, model_sde: SDE | None) -> SDE:
+    if model_sde is None:
+        return make_sde(args.sde or "vp")
+    if args.sde is not None and make_sde(args.sde) != model_sde:
+        raise ValueError(f"--sde {args.sde} contradicts the checkpoint's SDE {model_sde}; drop --sde")
+    return model_sde
+
+
+def _guidance(args, sde: SDE, source_target):
+    """The classifier-guidance condition for --class, or None."""
+    if args.label is None:
+        return None
+    from ..conditional import ClassifierGuidance
+
+    if args.classifier:
+        from ..classifier import load_classifier
+
+        clf, _ = load_classifier(args.classifier)
+        if not clf.time_conditional:
+            raise ValueError(f"{args.classifier} is not noise-conditional; train one with "
+                             "`sde-lab train-classifier --noise-conditional`")
+        classifier = clf
+    elif source_target is not None:
+        classifier = source_target.classifier_fn(sde)
+    else:
+        raise ValueError("--class needs --classifier PATH (a noise-conditional classifier) for a trained model")
+    return ClassifierGuidance(classifier, args.label, args.guidance)
 
 
 def run(args) -> int:
     if args.n < 1:
         raise ValueError(f"--n must be a positive integer, got {args.n}")
     device = torch.device(args.device) if args.device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    sde = make_sde(args.sde)
-    source = _score_fn_from_args(args, sde)
+    if args.target and args.ckpt:
+        raise ValueError("give either --target or --ckpt, not both")
+    if args.config and not args.ckpt:
+        raise ValueError("--config is for a published checkpoint: give it with --ckpt PATH")
+    if args.ckpt:
+        source = _score_fn_from_args(args, None)
+        sde = _resolve_sde(args, source.score_fn.sde)
+    else:
+        sde = _resolve_sde(args, None)
+        source = _score_fn_from_args(args, sde)
+    condition = _guidance(args, sde, make_target(args.target) if args.target else None)
+    if condition is not None and args.target:
+        gm = make_target(args.target)
+        if not 0 <= args.label < gm.n_components:
+            raise ValueError(f"--class {args.label} is out of range for target {args.target!r} with {gm.n_components} components")
+        comp = gm.component(args.label)
+        source = source._replace(true_samples=lambda n, g: comp.sample(n, g))
     generator = torch.Generator().manual_seed(args.seed)
 
     options = dict(
@@ -92,7 +178,8 @@ def run(args) -> int:
 
     start = time.perf_counter()
     try:
-        result = sample(sde, source.score_fn, (args.n, *source.event_shape), generator=generator, device=device, **options)
+        result = sample(sde, source.score_fn, (args.n, *source.event_shape), generator=generator, device=device,
+                        condition=condition, **options)
     except FloatingPointError as e:
         raise ValueError(str(e)) from None
     if device.type == "cuda":
@@ -103,12 +190,12 @@ def run(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     x = result.samples.detach().cpu().float().numpy()
     np.savez_compressed(
-        out / "samples.npz", samples=x, nfe=result.nfe, seconds=elapsed, sde=args.sde, solver=args.solver,
+        out / "samples.npz", samples=x, nfe=result.nfe, seconds=elapsed, sde=type(sde).__name__, solver=args.solver,
         steps=args.steps, source=source.description,
     )
     true = source.true_samples(args.n, torch.Generator().manual_seed(args.seed + 1)).cpu().numpy() if source.true_samples else None
-    _plot(x, true, out / "samples.png", f"{args.sde} / {args.solver} / {args.steps} steps / NFE {result.nfe}")
-    print(f"{args.n} samples from {source.description}: sde={args.sde} solver={args.solver} NFE={result.nfe} "
+    _plot(x, true, out / "samples.png", f"{type(sde).__name__} / {args.solver} / {args.steps} steps / NFE {result.nfe}")
+    print(f"{args.n} samples from {source.description}: sde={type(sde).__name__} solver={args.solver} NFE={result.nfe} "
           f"time={elapsed:.2f}s -> {out / 'samples.npz'}, {out / 'samples.png'}")
     return 0
 
