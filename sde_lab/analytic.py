@@ -17,12 +17,12 @@ from typing import Callable
 
 import torch
 
+from .score import ScoreFn
 from .sde import SDE
 from .utils import randn
 
 __all__ = ["GaussianMixture", "TARGETS", "make_target", "target_names"]
 
-ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @dataclass(frozen=True, eq=False)

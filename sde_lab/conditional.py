@@ -41,6 +41,7 @@ from tqdm.auto import tqdm
 from .correctors import Corrector
 from .predictors import Predictor
 from .sampling import CountingScore, SampleResult, denoise_step, sample, uniform_time_grid
+from .score import ScoreFn
 from .sde import SAMPLING_EPS, SDE
 from .utils import append_dims, randn_like
 
@@ -64,7 +65,6 @@ __all__ = [
     "COLOR_DECOUPLING",
 ]
 
-ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 ClassifierFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """A noise-conditional classifier ``(x, t) -> logits`` of shape ``(B, n_classes)``."""
 ConditionalScoreFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]

@@ -14,16 +14,15 @@ from __future__ import annotations
 import abc
 import math
 from dataclasses import dataclass
-from typing import Callable, ClassVar
 
 import torch
 
+from .score import ScoreFn
 from .sde import SDE
 from .utils import append_dims, randn_like
 
 __all__ = ["Corrector", "Langevin", "AnnealedLangevin", "NoCorrector"]
 
-ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def _check_hparams(snr: float, n_steps: int) -> None:

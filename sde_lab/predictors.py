@@ -12,16 +12,16 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import Callable, ClassVar
+from typing import ClassVar
 
 import torch
 
+from .score import ScoreFn
 from .sde import SDE
 from .utils import append_dims, randn_like
 
 __all__ = ["Predictor", "EulerMaruyama", "ProbabilityFlowEuler", "ReverseDiffusion", "Ancestral", "NoPredictor"]
 
-ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @dataclass(frozen=True)

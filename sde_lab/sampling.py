@@ -26,12 +26,13 @@ import math
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 from .correctors import AnnealedLangevin, Corrector, Langevin
-from .predictors import NoPredictor, Predictor, ReverseDiffusion
+from .predictors import Predictor, ReverseDiffusion
+from .score import ScoreFn
 from .sde import SAMPLING_EPS, SDE
 from .utils import append_dims
 
@@ -50,7 +51,6 @@ __all__ = [
     "sample",
 ]
 
-ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @dataclass

@@ -4,7 +4,6 @@ with a deliberately wrong score; NFE equals the counted score calls; the same co
 
 from __future__ import annotations
 
-import math
 
 import pytest
 import torch

@@ -3,13 +3,12 @@
 import os
 import signal
 import socket
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from sde_lab import VPSDE, make_target
+from sde_lab import make_target
 from sde_lab.losses import dsm_loss
 from sde_lab.score import ScoreModel
 from sde_lab.train import (

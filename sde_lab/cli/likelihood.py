@@ -18,7 +18,7 @@ import torch
 from tqdm import tqdm
 
 from ..likelihood import ODE_METHODS, PROBES, LikelihoodError, bits_per_dim, log_likelihood, mean_and_stderr
-from ..registry import DIVERGENCES, SDES, TARGETS, lookup
+from ..registry import DIVERGENCES, SDES, TARGETS
 from ..sde import LIKELIHOOD_EPS, SDE
 
 

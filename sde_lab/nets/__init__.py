@@ -17,7 +17,7 @@ from .ddpm import DDPM, ddpm_from_config
 from .ncsnpp import NCSNpp, ncsnpp_from_config
 from .mlp import MLPScoreNet, mlp_from_config
 
-__all__ = ["NCSNpp", "DDPM", "NETWORKS", "build_network"]
+__all__ = ["NCSNpp", "DDPM", "MLPScoreNet", "NETWORKS", "build_network"]
 
 # config.model.name -> constructor taking the whole config. Read-only; add entries here, not at runtime.
 NETWORKS: Mapping[str, Callable[..., nn.Module]] = MappingProxyType(
