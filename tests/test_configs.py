@@ -162,3 +162,15 @@ def test_zero_score_closed_form_has_teeth():
         loss = objective(model, sde, torch.zeros(2, 2), draws)
     expected = (draws["z"] ** 2).mean(1)
     assert not torch.allclose(loss, expected, rtol=2e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("path", CONFIG_FILES, ids=_id)
+def test_config_names_a_known_dataset_and_sde(path):
+    """A config's data set and SDE are names the data module and registry resolve (no silent typos)."""
+    from sde_lab.data import dataset_names
+    from sde_lab.registry import SDES
+    from sde_lab.train import load_config
+
+    config = load_config(path)
+    assert config.data.dataset in dataset_names(), (path.name, config.data.dataset)
+    assert config.training.sde in SDES, (path.name, config.training.sde)

@@ -45,7 +45,7 @@ def get_config() -> ml_collections.ConfigDict:
     evaluate.bpd_dataset = "test"
 
     config.data = data = ml_collections.ConfigDict()
-    data.dataset = "CIFAR10"
+    data.dataset = "cifar10"  # sde_lab.data name
     data.image_size = 32
     data.num_channels = 3
     data.centered = False
