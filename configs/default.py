@@ -42,6 +42,7 @@ def get_default_config(sde: str) -> ml_collections.ConfigDict:
     training.tensorboard = True
     training.bf16 = False  # bf16 autocast (CUDA only)
     training.compile = False  # torch.compile (CUDA only)
+    training.label_dropout = 0.1  # class-conditional models: P(label -> null label), for classifier-free guidance
 
     config.sampling = sampling = ml_collections.ConfigDict()
     sampling.method = "pc"
@@ -68,6 +69,7 @@ def get_default_config(sde: str) -> ml_collections.ConfigDict:
     model.ema_rate = 0.999
     model.ema_warmup = True
     model.num_scales = 1000
+    model.num_classes = 0  # > 0: class-conditional network s(x, t, y) (null label = num_classes)
     model.sigma_min = 0.01
     model.sigma_max = 50.0
     model.beta_min = 0.1

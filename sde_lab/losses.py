@@ -157,17 +157,17 @@ def _reduce(sq: torch.Tensor, reduce: str) -> torch.Tensor:
     raise ValueError(f"unknown reduce {reduce!r}; valid choices: {', '.join(REDUCTIONS)}")
 
 
-def _weighted_error(model: Model, x_t, t, target_score, weight, reduce) -> torch.Tensor:
-    """``weight · ‖s(x_t, t) - target_score‖²``, computed in the network's output space when possible."""
+def _weighted_error(model: Model, x_t, t, target_score, weight, reduce, y=None) -> torch.Tensor:
+    """``weight · ‖s(x_t, t[, y]) - target_score‖²``, computed in the network's output space when possible."""
     if isinstance(model, ScoreModel):
-        out = model.output(x_t, t)
+        out = model.output(x_t, t, y)
         if out.shape != x_t.shape:
             raise ValueError(f"the network returned shape {tuple(out.shape)} for input of shape {tuple(x_t.shape)}")
         out = out.to(torch.promote_types(out.dtype, torch.float32))  # bf16/fp16 outputs: loss in float32
         target = model.output_from_score(target_score.to(out.dtype), t)
         weight = weight * model.output_scale(t) ** 2  # ‖s - s*‖² = c(t)² ‖out - out*‖²
     else:
-        out = model(x_t, t)
+        out = model(x_t, t) if y is None else model(x_t, t, y)
         if out.shape != x_t.shape:
             raise ValueError(f"the score function returned shape {tuple(out.shape)} for input of shape {tuple(x_t.shape)}")
         target = target_score
@@ -193,11 +193,13 @@ def dsm_loss(
     generator: torch.Generator | None = None,
     t: torch.Tensor | None = None,
     z: torch.Tensor | None = None,
+    y: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Per-sample continuous DSM loss ``λ(t) ‖s(x_t, t) + z/σ(t)‖² / ((T-ε) p(t))`` (Song et al. 2021, eq. (7)).
 
     ``t`` and ``z`` are drawn (with ``generator``) unless given — passing them lets two models be compared
-    on the same draws, and distributed training draw a global batch once and slice it.
+    on the same draws, and distributed training draw a global batch once and slice it. ``y``: class labels
+    ``(B,)`` of ``x0`` for a class-conditional model (with label dropout already applied).
     """
     _check_batch(x0, t, z)
     if t is None:
@@ -207,7 +209,7 @@ def dsm_loss(
     alpha, sigma = sde.marginal(t)
     x_t = append_dims(alpha, x0.ndim) * x0 + append_dims(sigma, x0.ndim) * z
     target = -z / append_dims(sigma, x0.ndim)
-    return _weighted_error(model, x_t, t, target, weighting.weight(sde, t), reduce)
+    return _weighted_error(model, x_t, t, target, weighting.weight(sde, t), reduce, y)
 
 
 def _discrete_draw(N: int, x0, generator, index, z):
@@ -237,6 +239,7 @@ def smld_loss(
     generator: torch.Generator | None = None,
     index: torch.Tensor | None = None,
     z: torch.Tensor | None = None,
+    y: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """NCSN loss ``σ_i² ‖s(x_0 + σ_i z, t_i) + z/σ_i‖²``, ``i ~ U{0..N-1}`` (Song & Ermon 2019, eq. (5)).
 
@@ -250,7 +253,7 @@ def smld_loss(
     sig = sigmas.to(x0.device, x0.dtype)[index]
     t = index.to(x0.dtype) * (sde.T / (N - 1))
     x_t = x0 + append_dims(sig, x0.ndim) * z
-    return _weighted_error(model, x_t, t, -z / append_dims(sig, x0.ndim), sig**2, reduce)
+    return _weighted_error(model, x_t, t, -z / append_dims(sig, x0.ndim), sig**2, reduce, y)
 
 
 def ddpm_loss(
@@ -263,6 +266,7 @@ def ddpm_loss(
     generator: torch.Generator | None = None,
     index: torch.Tensor | None = None,
     z: torch.Tensor | None = None,
+    y: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """DDPM ``L_simple = ‖ε_θ(sqrt(ᾱ_i) x_0 + sqrt(1-ᾱ_i) z, i) - z‖²`` (Ho et al. 2020, eq. (14)).
 
@@ -277,4 +281,4 @@ def ddpm_loss(
     a, sig = abar.sqrt().to(x0.dtype), (1 - abar).sqrt().to(x0.dtype)
     t = index.to(x0.dtype) * (sde.T / (N - 1))
     x_t = append_dims(a, x0.ndim) * x0 + append_dims(sig, x0.ndim) * z
-    return _weighted_error(model, x_t, t, -z / append_dims(sig, x0.ndim), sig**2, reduce)
+    return _weighted_error(model, x_t, t, -z / append_dims(sig, x0.ndim), sig**2, reduce, y)

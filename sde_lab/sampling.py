@@ -522,6 +522,7 @@ def sample(
     objects), the corrector built with ``snr`` and ``n_corrector_steps``. Only options the solver accepts
     are forwarded; an option it does not take raises ``ValueError`` if given a non-default value (every
     key of ``solver_options`` counts as given). ``.info["wall_time"]`` is the solver's wall time in seconds.
+    Runs under ``torch.no_grad()``: a score network with trainable parameters builds no autograd graph.
     """
     from .registry import CORRECTORS, PREDICTORS, SOLVERS, lookup
 
@@ -581,7 +582,8 @@ def sample(
         options[name] = value
 
     start = time.perf_counter()
-    result = solve(sde, score_fn, shape, steps=steps, eps=eps, generator=generator, device=device, **options)
+    with torch.no_grad():  # sampling never back-propagates (classifier guidance re-enables grad for its own gradient)
+        result = solve(sde, score_fn, shape, steps=steps, eps=eps, generator=generator, device=device, **options)
     result.info.setdefault("wall_time", time.perf_counter() - start)
     return result
 

@@ -43,7 +43,8 @@ class ScoreModel(nn.Module):
     """``s(x, t) = c(t) · net(x, label(t))`` for one parametrization and one time-label convention.
 
     Args:
-        net: a module called as ``net(x, labels)`` with ``labels`` of shape ``(B,)``.
+        net: a module called as ``net(x, labels)`` with ``labels`` of shape ``(B,)`` (and as
+            ``net(x, labels, y)`` with class labels ``y`` when it is class-conditional, ``net.num_classes > 0``).
         sde: the forward SDE; provides ``σ(t)`` through :meth:`SDE.marginal`.
         prediction: ``"noise"`` (``s = -net/σ``), ``"score"`` (``s = net``), ``"scaled_score"`` (``s = net/σ``).
         time_label: ``"t"``, ``"999t"``, ``"sigma"``, ``"index"`` or ``"reversed_index"`` (see module docstring).
@@ -131,15 +132,33 @@ class ScoreModel(nn.Module):
         return -sig * score if self.prediction == "noise" else sig * score
 
     # --- evaluation ---------------------------------------------------------------------------
-    def output(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """The raw network output ``net(x, label(t))``."""
-        t = self.sde._check(x, t)
-        return self.net(x, self.time_labels(t))
+    @property
+    def num_classes(self) -> int:
+        """Number of classes of a class-conditional network (0: unconditional); its null label is this number."""
+        return int(getattr(self.net, "num_classes", 0) or 0)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """The score ``s(x, t)``, same shape as ``x``."""
+    def _net(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        """``net(x, label(t)[, y])`` evaluated in the network's parameter dtype, returned in ``x``'s dtype
+        (float64 solvers may call a float32 network)."""
+        if y is not None and not self.num_classes:
+            raise ValueError(
+                "class labels y were given to an unconditional score model; train with model.num_classes > 0 "
+                "(e.g. configs/vp/mnist_cfg.py) for class-conditional sampling, or use classifier guidance"
+            )
+        param = next(self.net.parameters(), None)
+        xin = x.to(param.dtype) if param is not None and x.is_floating_point() and param.is_floating_point() else x
+        out = self.net(xin, self.time_labels(t)) if y is None else self.net(xin, self.time_labels(t), y)
+        return out.to(x.dtype)
+
+    def output(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """The raw network output ``net(x, label(t)[, y])``."""
         t = self.sde._check(x, t)
-        out = self.net(x, self.time_labels(t))
+        return self._net(x, t, y)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """The score ``s(x, t)`` (``s(x, t, y)`` for a class-conditional model; ``y=None`` is ∅), shape of ``x``."""
+        t = self.sde._check(x, t)
+        out = self._net(x, t, y)
         if out.shape != x.shape:
             raise ValueError(f"the network returned shape {tuple(out.shape)} for input of shape {tuple(x.shape)}")
         return self.score_from_output(out, t)

@@ -295,13 +295,23 @@ class _Batches:
     resuming skips the batches already used).
     """
 
-    def __init__(self, source, global_batch: int, seed: int, rank: int, world: int, num_workers: int = 0):
+    def __init__(self, source, global_batch: int, seed: int, rank: int, world: int, num_workers: int = 0, *, labels: bool = False):
+        self.labels = labels
+        self.label_tensor = None
+        if isinstance(source, tuple) and len(source) == 2 and all(torch.is_tensor(s) for s in source):
+            source, self.label_tensor = source  # (x, y) tensors
+            if self.label_tensor.shape[:1] != source.shape[:1]:
+                raise ValueError(f"{len(source)} samples but {len(self.label_tensor)} labels")
         self.source, self.B, self.seed, self.rank, self.world = source, global_batch, seed, rank, world
         self.local = global_batch // world
         self.num_workers = num_workers
         self._iter = None
+        if labels and torch.is_tensor(source) and self.label_tensor is None:
+            raise ValueError("a class-conditional model (model.num_classes > 0) needs labelled data: pass (x, y) tensors or a dataset of (x, y) items")
         if hasattr(source, "sample") and callable(source.sample):
             self.kind = "sampler"
+            if labels and not callable(getattr(source, "sample_with_labels", None)):
+                raise ValueError(f"a class-conditional model needs labels, but {type(source).__name__} has no sample_with_labels(n, generator)")
         elif torch.is_tensor(source) or (hasattr(source, "__len__") and hasattr(source, "__getitem__")):
             self.kind = "indexed"
             n = len(source)
@@ -325,19 +335,28 @@ class _Batches:
         lo = b * self.B + self.rank * self.local
         return perm[lo : lo + self.local]
 
-    @staticmethod
-    def _first(item):
-        return item[0] if isinstance(item, (tuple, list)) else item
+    def _first(self, item):
+        """``x`` of an item, or ``(x, y)`` when training on labels."""
+        if not self.labels:
+            return item[0] if isinstance(item, (tuple, list)) else item
+        if not isinstance(item, (tuple, list)) or len(item) < 2:
+            raise ValueError("a class-conditional model (model.num_classes > 0) needs labelled data: items must be (x, y) pairs")
+        return torch.as_tensor(item[0]), torch.as_tensor(item[1])
 
-    def get(self, step: int) -> torch.Tensor:
+    def _slice(self, item, lo: int, hi: int):
+        return (item[0][lo:hi], item[1][lo:hi]) if self.labels else item[lo:hi]
+
+    def get(self, step: int):
+        """This rank's slice of global batch ``step``: ``x``, or ``(x, y)`` with ``labels=True``."""
+        lo, hi = self.rank * self.local, (self.rank + 1) * self.local
         if self.kind == "sampler":
             g = torch.Generator().manual_seed(_step_seed(self.seed, step, 2))
-            x = self.source.sample(self.B, g)
-            return self._first(x)[self.rank * self.local : (self.rank + 1) * self.local]
+            x = self.source.sample_with_labels(self.B, g) if self.labels else self.source.sample(self.B, g)
+            return self._slice(self._first(x), lo, hi)
         if self.kind == "indexed":
             idx = self._indices(step)
             if torch.is_tensor(self.source):
-                return self.source[idx]
+                return (self.source[idx], self.label_tensor[idx]) if self.labels else self.source[idx]
             if self._iter is None or self._iter[0] != step:
                 self._start_loader(step)
             _, it = self._iter
@@ -355,7 +374,8 @@ class _Batches:
         except StopIteration:
             raise ValueError(f"the iterable of batches ran out after {step} batches; use a longer (or infinite) one") from None
         self._iter = (step + 1, it)
-        return x[self.rank * self.local : (self.rank + 1) * self.local] if x.shape[0] == self.B else x
+        n = x[0].shape[0] if self.labels else x.shape[0]
+        return self._slice(x, lo, hi) if n == self.B else x
 
     def _start_loader(self, step: int) -> None:
         outer = self
@@ -378,15 +398,17 @@ def dataset_from_config(config, *, split: str = "train"):
 
     An analytic target (``ring``, ``aniso``, …) is an infinite sampler: fresh exact samples every step. Any
     other name goes to :func:`sde_lab.data.get_dataset` (scaled per ``data.centered``); in-memory sets are
-    returned as one tensor, which the loop indexes directly.
+    returned as one tensor, which the loop indexes directly — or as ``(x, y)`` tensors for a
+    class-conditional model (``model.num_classes > 0``).
     """
     from .analytic import TARGETS, make_target
     from .data import get_dataset
 
     d = config.data
     name = d.dataset
+    conditional = int(config.model.get("num_classes", 0)) > 0
     if name in TARGETS:
-        return make_target(name)
+        return make_target(name)  # labels: the mixture component (sample_with_labels)
     shape = data_shape(config)
     ds = get_dataset(
         name,
@@ -395,11 +417,17 @@ def dataset_from_config(config, *, split: str = "train"):
         image_size=shape[-1] if len(shape) == 3 else None,
         seed=int(config.get("seed", 0)),
         random_flip=bool(d.get("random_flip", False)),
-        labels=False,
+        labels=conditional,
     )
-    if torch.is_tensor(getattr(ds, "x", None)) and getattr(ds, "transform", None) is None:
-        return ds.x
-    return ds
+    in_memory = torch.is_tensor(getattr(ds, "x", None)) and getattr(ds, "transform", None) is None
+    if conditional:
+        if in_memory and getattr(ds, "y", None) is None:
+            raise ValueError(f"data set {name!r} has no class labels; a class-conditional model (model.num_classes > 0) needs them")
+        n_classes = int(config.model.num_classes)
+        if in_memory and int(ds.y.max()) >= n_classes:
+            raise ValueError(f"data set {name!r} has labels up to {int(ds.y.max())} but model.num_classes={n_classes}")
+        return (ds.x, ds.y.long()) if in_memory else ds
+    return ds.x if in_memory else ds
 
 
 # --------------------------------------------------------------------------------------------------
@@ -713,7 +741,12 @@ class Trainer:
                 self.last_good = found
 
         source = dataset if dataset is not None else dataset_from_config(config)
-        self.batches = _Batches(source, self.global_batch, self.seed, self.dist.rank, self.dist.world, int(tr.get("num_workers", 0)))
+        self.num_classes = self.model.num_classes
+        self.label_dropout = float(tr.get("label_dropout", 0.1)) if self.num_classes else 0.0
+        if not 0.0 <= self.label_dropout <= 1.0:
+            raise ValueError(f"training.label_dropout must lie in [0, 1], got {self.label_dropout}")
+        self.batches = _Batches(source, self.global_batch, self.seed, self.dist.rank, self.dist.world,
+                                int(tr.get("num_workers", 0)), labels=self.num_classes > 0)
 
         self.amp = bool(tr.get("bf16", False)) and self.device.type == "cuda"
         loss_module: nn.Module = _LossModule(self.model, self.objective)
@@ -765,24 +798,36 @@ class Trainer:
         """Linear warm-up to the base rate over ``warmup`` steps (score_sde ``optimization_manager``)."""
         return self.base_lr * min((step + 1) / self.warmup, 1.0) if self.warmup > 0 else self.base_lr
 
-    def _batch(self, step: int) -> torch.Tensor:
-        x = self.batches.get(step)
+    def _batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        x, y = self.batches.get(step), None
+        if self.num_classes:
+            x, y = x
+            y = torch.as_tensor(y).long()
+            if y.shape != (len(x),) or bool(((y < 0) | (y >= self.num_classes)).any()):
+                raise ValueError(f"class labels must be a ({len(x)},) tensor in 0..{self.num_classes - 1} (model.num_classes); "
+                                 f"got shape {tuple(y.shape)}, range {int(y.min())}..{int(y.max())}")
+            y = y.to(self.device)
         x = torch.as_tensor(x)
         if tuple(x.shape[1:]) != self.shape:
             raise ValueError(
                 f"the data has samples of shape {tuple(x.shape[1:])} but the config expects {self.shape} "
                 f"(config.data.dim or num_channels/image_size); fix config.data or the dataset"
             )
-        return x.to(self.device, torch.float32, non_blocking=True)
+        return x.to(self.device, torch.float32, non_blocking=True), y
 
     def step(self) -> tuple[float, float]:
         """One optimisation step at ``self.step_count``; returns the global mean loss and the gradient norm."""
         step = self.step_count
-        x0 = self._batch(step)
+        x0, y = self._batch(step)
         g = torch.Generator(self.device).manual_seed(_step_seed(self.seed, step, 3))
         draws = self.objective.draw(self.sde, self.global_batch, self.shape, g, self.device)
+        if y is not None:  # label dropout (Ho & Salimans 2022): the same net learns s(x, t, ∅)
+            drop = torch.rand(self.global_batch, generator=g, device=g.device).to(self.device) < self.label_dropout
+            draws["y"] = drop  # sliced with the other draws, turned into labels below
         lo = self.dist.rank * x0.shape[0]
         draws = {k: v[lo : lo + x0.shape[0]] for k, v in draws.items()}
+        if y is not None:
+            draws["y"] = torch.where(draws["y"], torch.full_like(y, self.num_classes), y)
         self.optimizer.zero_grad(set_to_none=True)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
             loss = self.loss_module(x0, draws).mean()
@@ -880,7 +925,7 @@ class Trainer:
         if interrupted and rank0:
             print(f"stopped by signal at step {self.step_count}; checkpoint saved to {path}; continue with resume", file=sys.stderr)
         self.ema.copy_to(ema_model := _clone_model(self.model))
-        return TrainResult(ema_model.eval(), self.step_count, losses, interrupted, path)
+        return TrainResult(ema_model.eval().requires_grad_(False), self.step_count, losses, interrupted, path)
 
     def _sample_grid(self, writer, step: int) -> None:
         """Log EMA samples: a scatter plot for 2-D data, an image grid for images."""

@@ -87,7 +87,10 @@ def test_config_builds_trains_and_samples(path, tmp_path):
     assert type(sde) is lookup(SDES, config.training.sde, "SDE")
     net = build_network(config)
     assert isinstance(net, torch.nn.Module)
-    trainer = Trainer(config, tmp_path, dataset=_data(config, 4, g), progress=False)
+    data = _data(config, 4, g)
+    if config.model.get("num_classes", 0):  # class-conditional configs train on (x, label) pairs
+        data = (data, torch.arange(4) % config.model.num_classes)
+    trainer = Trainer(config, tmp_path, dataset=data, progress=False)
     model = trainer.model  # built by build_score_model from the same config
     assert type(model.net) is type(net) and type(model.sde) is type(sde)
 

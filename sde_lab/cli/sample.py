@@ -4,8 +4,11 @@ The score function comes from one place, :func:`_score_fn_from_args`: an analyti
 (``--target NAME``, exact score; its true samples are overlaid on the plot), a checkpoint written by
 ``sde-lab train`` (``--ckpt PATH``, file or workdir; the SDE and data shape come from its stored config),
 or a published score_sde checkpoint (``--ckpt checkpoint_26.pth --config configs/vp/cifar10_ddpmpp_continuous.py``).
-``--class K`` samples class K with classifier guidance (``--guidance`` scale; ``--classifier PATH`` from
-``sde-lab train-classifier --noise-conditional``, or the exact classifier of an oracle target).
+``--class K`` samples class K: with classifier-free guidance when the checkpoint is a class-conditional
+model (``model.num_classes > 0``, trained with label dropout; ``--guidance`` is the weight ``w``, default 0:
+the model's conditional), else with classifier guidance (``--guidance`` is the scale γ, default 1;
+``--classifier PATH`` from ``sde-lab train-classifier --noise-conditional``, or the exact classifier of an
+oracle target).
 """
 
 from __future__ import annotations
@@ -44,9 +47,11 @@ def add_parser(sub):
     src.add_argument("--ckpt", metavar="PATH", help="trained model: an sde-lab checkpoint file or workdir, or a "
                      "published score_sde checkpoint together with --config")
     p.add_argument("--config", metavar="FILE", help="ml-collections config of a published score_sde checkpoint")
-    guide = p.add_argument_group("class-conditional sampling (classifier guidance)")
+    guide = p.add_argument_group("class-conditional sampling (classifier-free or classifier guidance)")
     guide.add_argument("--class", dest="label", type=int, default=None, metavar="K", help="class to sample")
-    guide.add_argument("--guidance", type=float, default=1.0, help="guidance scale (default: 1.0 = exact conditional)")
+    guide.add_argument("--guidance", type=float, default=None,
+                       help="class-conditional checkpoint: classifier-free weight w (default 0 = the model's conditional; "
+                            "(1+w) s(x,t,y) - w s(x,t,null)); otherwise the classifier-guidance scale (default 1 = exact conditional)")
     guide.add_argument("--classifier", metavar="PATH", help="noise-conditional classifier (sde-lab train-classifier "
                        "--noise-conditional); oracle targets use their exact classifier")
 
@@ -122,11 +127,23 @@ def _resolve_sde(args, model_sde: SDE | None) -> SDE:
     return model_sde
 
 
-def _guidance(args, sde: SDE, source_target):
-    """The classifier-guidance condition for --class, or None."""
+def _guidance(args, sde: SDE, source_target, score_fn=None):
+    """The guidance condition for --class (classifier-free for a class-conditional model), or None."""
     if args.label is None:
+        if args.guidance is not None:
+            raise ValueError("--guidance needs --class K (the class to sample)")
         return None
-    from ..conditional import ClassifierGuidance
+    from ..conditional import ClassifierFreeGuidance, ClassifierGuidance
+
+    n_classes = int(getattr(score_fn, "num_classes", 0) or 0)
+    if n_classes:
+        if args.classifier:
+            raise ValueError("this checkpoint is a class-conditional model (classifier-free guidance); drop --classifier")
+        if not 0 <= args.label < n_classes:
+            raise ValueError(f"--class {args.label} is out of range: the model has classes 0..{n_classes - 1}")
+        w = 0.0 if args.guidance is None else args.guidance
+        return ClassifierFreeGuidance(score_fn, args.label, w, null_label=n_classes)
+    args.guidance = 1.0 if args.guidance is None else args.guidance
 
     if args.classifier:
         from ..classifier import load_classifier
@@ -157,7 +174,7 @@ def run(args) -> int:
     else:
         sde = _resolve_sde(args, None)
         source = _score_fn_from_args(args, sde)
-    condition = _guidance(args, sde, make_target(args.target) if args.target else None)
+    condition = _guidance(args, sde, make_target(args.target) if args.target else None, source.score_fn)
     if condition is not None and args.target:
         gm = make_target(args.target)
         if not 0 <= args.label < gm.n_components:

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from . import layers
-from .embeddings import sinusoidal_embedding
+from .embeddings import add_class_embedding, class_embedding, sinusoidal_embedding
 from .ncsnpp import geometric_sigmas
 
 __all__ = ["DDPM", "ddpm_from_config"]
@@ -47,6 +47,7 @@ class DDPM(nn.Module):
         sigma_min: float = 0.01,
         sigma_max: float = 50.0,
         num_scales: int = 1000,
+        num_classes: int = 0,
     ):
         super().__init__()
         n_levels = len(ch_mult)
@@ -94,9 +95,12 @@ class DDPM(nn.Module):
         assert not hs_c
         modules += [layers.group_norm(in_ch), layers.conv3x3(in_ch, num_channels, init_scale=0.0)]
         self.all_modules = nn.ModuleList(modules)
+        self.num_classes = num_classes  # class_embed registered last: checkpoint keys unchanged when 0
+        self.class_embed = class_embedding(num_classes, 4 * nf) if num_classes else None
 
-    def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Network output for images ``x`` ``(B, C, H, W)`` at time labels ``labels`` ``(B,)``."""
+    def forward(self, x: torch.Tensor, labels: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """Network output for images ``x`` ``(B, C, H, W)`` at time labels ``labels`` ``(B,)``; class labels
+        ``y`` ``(B,)`` for a class-conditional network (``None``: the null label)."""
         if x.ndim != 4 or x.shape[1] != self.num_channels:
             raise ValueError(f"expected images of shape (B, {self.num_channels}, H, W), got {tuple(x.shape)}")
         if any(s % 2 ** (self.num_levels - 1) for s in x.shape[-2:]):
@@ -109,7 +113,7 @@ class DDPM(nn.Module):
 
         mods = iter(self.all_modules)
         temb = next(mods)(sinusoidal_embedding(labels, self.nf).to(x.dtype))
-        temb = next(mods)(self.act(temb))
+        temb = add_class_embedding(self, next(mods)(self.act(temb)), y)
         h = x if self.centered else 2 * x - 1.0
 
         hs = [next(mods)(h)]
@@ -158,4 +162,5 @@ def ddpm_from_config(config) -> DDPM:
         sigma_min=m.get("sigma_min", 0.01),
         sigma_max=m.get("sigma_max", 50.0),
         num_scales=m.get("num_scales", 1000),
+        num_classes=int(m.get("num_classes", 0)),
     )

@@ -13,7 +13,7 @@ import math
 import torch
 from torch import nn
 
-from .embeddings import GaussianFourierProjection, sinusoidal_embedding
+from .embeddings import GaussianFourierProjection, add_class_embedding, class_embedding, sinusoidal_embedding
 
 __all__ = ["MLPScoreNet", "mlp_from_config", "EMBEDDINGS"]
 
@@ -31,6 +31,8 @@ class MLPScoreNet(nn.Module):
         embed_dim: size of the time embedding.
         fourier_scale: std of the Fourier frequencies.
         log_labels: embed ``log(label)`` instead of ``label`` (for σ labels spanning decades, as NCSN++).
+        num_classes: ``> 0`` makes the network class-conditional, ``net(x, labels, y)``, with a learned
+            embedding of ``y`` (and of the null label ``num_classes``) added to the time embedding.
     """
 
     def __init__(
@@ -43,6 +45,7 @@ class MLPScoreNet(nn.Module):
         embed_dim: int = 64,
         fourier_scale: float = 16.0,
         log_labels: bool = False,
+        num_classes: int = 0,
     ):
         super().__init__()
         if not isinstance(dim, int) or dim < 1:
@@ -54,6 +57,8 @@ class MLPScoreNet(nn.Module):
         self.dim, self.embedding, self.embed_dim, self.log_labels = dim, embedding, embed_dim, log_labels
         self.fourier = GaussianFourierProjection(embed_dim // 2, fourier_scale) if embedding == "fourier" else None
         self.temb = nn.Sequential(nn.Linear(2 * (embed_dim // 2) if self.fourier else embed_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
+        self.num_classes = num_classes
+        self.class_embed = class_embedding(num_classes, hidden)
         self.inp = nn.Linear(dim, hidden)
         self.blocks = nn.ModuleList(
             nn.ModuleDict({"lin1": nn.Linear(hidden, hidden), "emb": nn.Linear(hidden, hidden), "lin2": nn.Linear(hidden, hidden)})
@@ -74,14 +79,14 @@ class MLPScoreNet(nn.Module):
             return self.fourier(labels)
         return sinusoidal_embedding(labels, self.embed_dim)
 
-    def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, labels: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         if x.ndim < 1 or x[0].numel() != self.dim:
             raise ValueError(f"MLPScoreNet(dim={self.dim}) got input of shape {tuple(x.shape)}; each sample needs {self.dim} elements")
         if labels.shape != (x.shape[0],):
             raise ValueError(f"labels must have shape ({x.shape[0]},), got {tuple(labels.shape)}")
         act = nn.functional.silu
         dtype = self.inp.weight.dtype  # float64 callers (ODE solvers) get float64 results from a float32 net
-        emb = self.temb(self.embed(labels).to(dtype))
+        emb = add_class_embedding(self, self.temb(self.embed(labels).to(dtype)), y)
         h = self.inp(x.reshape(x.shape[0], self.dim).to(dtype))
         for blk in self.blocks:
             h = h + blk["lin2"](act(blk["lin1"](act(h)) + blk["emb"](emb)))
@@ -100,4 +105,5 @@ def mlp_from_config(config) -> MLPScoreNet:
         embed_dim=int(m.get("embed_dim", 64)),
         fourier_scale=float(m.get("fourier_scale", 16.0)),
         log_labels=bool(m.get("log_labels", False)),
+        num_classes=int(m.get("num_classes", 0)),
     )

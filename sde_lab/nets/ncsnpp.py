@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from . import layers
-from .embeddings import GaussianFourierProjection, sinusoidal_embedding
+from .embeddings import GaussianFourierProjection, add_class_embedding, class_embedding, sinusoidal_embedding
 
 __all__ = ["NCSNpp", "ncsnpp_from_config", "geometric_sigmas"]
 
@@ -87,8 +87,11 @@ class NCSNpp(nn.Module):
         sigma_min: float = 0.01,
         sigma_max: float = 50.0,
         num_scales: int = 1000,
+        num_classes: int = 0,
     ):
         super().__init__()
+        if num_classes and not conditional:
+            raise ValueError("num_classes > 0 (a class-conditional network) needs conditional=True: the class embedding is added to the time embedding")
         self.resblock_type = _choice("resblock_type", resblock_type, _RESBLOCKS)
         self.progressive = _choice("progressive", progressive, _PROGRESSIVE)
         self.progressive_input = _choice("progressive_input", progressive_input, _PROGRESSIVE_INPUT)
@@ -202,12 +205,19 @@ class NCSNpp(nn.Module):
         if self.progressive != "output_skip":
             modules += [layers.group_norm(in_ch), conv_out(in_ch, channels)]
         self.all_modules = nn.ModuleList(modules)
+        # Registered after all_modules and only when num_classes > 0: the published checkpoints' keys are unchanged.
+        self.num_classes = num_classes
+        self.class_embed = class_embedding(num_classes, temb_dim) if num_classes else None
 
     def _rescaled_sum(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return (a + b) / math.sqrt(2.0) if self.skip_rescale else a + b
 
-    def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Network output for images ``x`` ``(B, C, H, W)`` at time labels ``labels`` ``(B,)``."""
+    def forward(self, x: torch.Tensor, labels: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """Network output for images ``x`` ``(B, C, H, W)`` at time labels ``labels`` ``(B,)``.
+
+        ``y``: class labels ``(B,)`` for a class-conditional network (``num_classes > 0``; ``None`` is the
+        null label ∅).
+        """
         if x.ndim != 4 or x.shape[1] != self.num_channels:
             raise ValueError(f"expected images of shape (B, {self.num_channels}, H, W), got {tuple(x.shape)}")
         if any(s % 2 ** (self.num_levels - 1) for s in x.shape[-2:]):
@@ -227,6 +237,9 @@ class NCSNpp(nn.Module):
                 temb = sinusoidal_embedding(labels, self.nf).to(x.dtype)
             temb = next(mods)(temb)
             temb = next(mods)(self.act(temb))
+            temb = add_class_embedding(self, temb, y)
+        elif y is not None:
+            raise ValueError("this NCSNpp has conditional=False and takes no class labels y")
 
         if not self.centered:
             x = 2 * x - 1.0  # data in [0, 1] -> [-1, 1]
@@ -312,4 +325,5 @@ def ncsnpp_from_config(config) -> NCSNpp:
         sigma_min=m.get("sigma_min", 0.01),
         sigma_max=m.get("sigma_max", 50.0),
         num_scales=m.get("num_scales", 1000),
+        num_classes=int(m.get("num_classes", 0)),
     )
