@@ -14,7 +14,11 @@ Two kinds of condition:
 * **Guidance** changes the score, not the sampler. :class:`ClassifierGuidance` adds
   ``γ ∇_x log p_t(y | x)`` from a noise-conditional classifier (Song et al. 2021, eq. (14); Dhariwal &
   Nichol 2021); :class:`ClassifierFreeGuidance` mixes a conditional score model,
-  ``(1 + w) s(x, t, y) - w s(x, t, ∅)`` (Ho & Salimans 2022, eq. (6)).
+  ``(1 + w) s(x, t, y) - w s(x, t, ∅)`` (Ho & Salimans 2022, eq. (6)). Any sde_lab network becomes such a
+  model with ``config.model.num_classes = K`` (a class embedding with a null label ``K``); the trainer
+  then drops labels with probability ``training.label_dropout`` (:func:`drop_labels`' rule) and the
+  :class:`~sde_lab.score.ScoreModel` is called as ``model(x, t, y)`` — pass it as ``cond_score_fn`` with
+  ``null_label=K`` (``configs/vp/mnist_cfg.py``, ``experiments/mnist_cfg.py``).
 
 Every condition object offers ``score_fn(base_score_fn) -> score_fn`` and
 ``sample(sde, score_fn, shape, **sample_kwargs) -> SampleResult``; :func:`conditional_sample` applies a
