@@ -97,7 +97,7 @@ def toy2d(sde: str) -> ml_collections.ConfigDict:
     config.training.snapshot_freq = 2_000
     config.model.update(
         dict(hidden=128, layers=3, embed_dim=64, embedding="fourier" if sde == "ve" else "sinusoidal",
-             fourier_scale=16.0, log_labels=sde == "ve", sigma_max=10.0, ema_rate=0.999)
+             fourier_scale=16.0, log_labels=sde == "ve", sigma_max=10.0, ema_rate=0.999, linear_skip=True)
     )
     config.optim.lr = 1e-3
     config.optim.warmup = 200

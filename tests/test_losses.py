@@ -208,3 +208,24 @@ def test_mlp_any_shape_and_errors():
         net(torch.randn(3, 2), torch.rand(3))
     with pytest.raises(ValueError, match="valid choices"):
         MLPScoreNet(2, embedding="rope")
+
+
+def test_mlp_linear_skip_extrapolates_linearly_and_starts_from_the_plain_net():
+    torch.manual_seed(0)
+    plain = MLPScoreNet(2, hidden=32, layers=2)
+    torch.manual_seed(0)
+    skip = MLPScoreNet(2, hidden=32, layers=2, linear_skip=True)
+    # the skip branch is created last and zero-initialised: same parameters elsewhere, same output at init
+    missing = skip.load_state_dict(plain.state_dict(), strict=False).missing_keys
+    assert sorted(missing) == ["skip.bias", "skip.weight"]
+    with torch.no_grad():  # give the MLP branch a non-zero output layer, the same in both
+        plain.out.weight.normal_()
+        skip.out.weight.copy_(plain.out.weight)
+    x, t = torch.randn(5, 2), torch.rand(5)
+    torch.testing.assert_close(skip(x, t), plain(x, t))
+    with torch.no_grad():
+        skip.skip.bias.fill_(1.0)  # gain G(label) = 1: out = mlp(x) + x
+    # the LayerNorm bounds the plain network far out; the skip makes it grow like x
+    far = 1e4 * x
+    assert plain(far, t).abs().max() < 1e2
+    torch.testing.assert_close(skip(far, t) / far, torch.ones_like(far), atol=1e-2, rtol=0)
