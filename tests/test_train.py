@@ -129,6 +129,35 @@ def test_ddp_two_gloo_processes_match_single_process_gradients(tmp_path):
     assert max((p.grad - b).abs().max().item() for p, b in zip(half.model.parameters(), grads)) > 1e-4
 
 
+@pytest.mark.slow
+def test_torchrun_cli_two_gloo_processes_equal_single_process_training(tmp_path):
+    """End to end through the CLI: `torchrun --nproc_per_node 2 -m sde_lab train` on CPU (gloo) gives the
+    parameters of a single-process run at the same global batch."""
+    import subprocess
+    import sys
+
+    sets = ["training.n_iters=20", "training.snapshot_freq=20", "training.tensorboard=False", "device='cpu'",
+            "training.batch_size=64", "training.log_freq=10"]
+    args = ["-m", "sde_lab", "train", "--sde", "vp", "--config", str(CONFIG), "--no-progress"]
+    args += [a for kv in sets for a in ("--set", kv)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          *args, "--workdir", str(tmp_path / "ddp")], env=env, capture_output=True, text=True, timeout=600)
+    assert ddp.returncode == 0, ddp.stderr[-2000:]
+    single = subprocess.run([sys.executable, *args, "--workdir", str(tmp_path / "single")], env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert single.returncode == 0, single.stderr[-2000:]
+    a = torch.load(tmp_path / "ddp" / "checkpoints" / "checkpoint_20.pt", weights_only=False)
+    b = torch.load(tmp_path / "single" / "checkpoints" / "checkpoint_20.pt", weights_only=False)
+    assert a["world_size"] == 2 and b["world_size"] == 1
+    for pa, pb in ((list(a["model"].values()), list(b["model"].values())), (a["ema"]["shadow"], b["ema"]["shadow"])):
+        assert len(pa) == len(pb) > 0
+        assert max((x - y).abs().max().item() for x, y in zip(pa, pb)) < 1e-5
+    # teeth: training moved the parameters away from the initialisation
+    init = Trainer(load_config(CONFIG), tmp_path / "init", dataset=data(512), progress=False).model.state_dict()
+    assert max((init[k] - v).abs().max().item() for k, v in b["model"].items()) > 1e-3
+
+
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     good = [data(16, s) for s in range(3)]
     bad = torch.full((16, 2), float("nan"))
