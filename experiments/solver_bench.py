@@ -141,6 +141,8 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--steps", type=int, nargs="+", default=None, help="override the step counts")
     ap.add_argument("--only", nargs="+", default=None, help="benchmark only these sampler labels")
+    ap.add_argument("--seeds", type=int, default=1,
+                    help="repeat each run with this many sampler seeds; SW2/floor is their mean, the spread is in the JSON")
     ap.add_argument("--no-overhead", action="store_true", help="skip the overhead measurement")
     ap.add_argument("--overhead-only", action="store_true",
                     help="only measure the overhead and update it in the existing JSON (--out)")
@@ -178,12 +180,17 @@ def main(argv=None):
                     row = dict(target=target, sde=sde_name, sampler=label, steps=steps)
                     t0 = time.perf_counter()
                     try:
-                        res = sample(sde, sf, (n, *gm.event_shape), steps=steps,
-                                     generator=torch.Generator().manual_seed(steps), **kw)
-                        wall = time.perf_counter() - t0
+                        sws = []
+                        for rep in range(args.seeds):
+                            res = sample(sde, sf, (n, *gm.event_shape), steps=steps,
+                                         generator=torch.Generator().manual_seed(steps + 100_003 * rep), **kw)
+                            sws.append(sw_to_truth(gm, res.samples, g))
+                        wall = (time.perf_counter() - t0) / args.seeds
                         x = res.samples
-                        row.update(nfe=res.nfe, time=wall, sw=sw_to_truth(gm, x, g), tv=mode_tv(gm, sde, x), finite=True)
+                        row.update(nfe=res.nfe, time=wall, sw=statistics.mean(sws), tv=mode_tv(gm, sde, x), finite=True)
                         row["sw_ratio"] = row["sw"] / floor
+                        if args.seeds > 1:
+                            row["sw_ratios"] = [v / floor for v in sws]
                     except FloatingPointError as e:
                         row.update(nfe=None, time=time.perf_counter() - t0, sw=math.inf, sw_ratio=math.inf, tv=math.nan,
                                    finite=False, error=str(e)[:200])
@@ -191,8 +198,10 @@ def main(argv=None):
                         row.update(nfe=None, time=time.perf_counter() - t0, sw=math.nan, sw_ratio=math.nan, tv=math.nan,
                                    finite=None, error=f"{type(e).__name__}: {str(e)[:200]}")
                     results.append(row)
+                    spread = (f"  (seeds: {min(row['sw_ratios']):.2f}-{max(row['sw_ratios']):.2f})"
+                              if "sw_ratios" in row else "")
                     print(f"{sde_name:6s} {label:20s} {steps:5d} {str(row['nfe']):>6s} {row['sw_ratio']:9.2f} "
-                          f"{row['tv']:7.3f} {row['time']:8.2f}" + (f"  [{row.get('error')}]" if "error" in row else ""),
+                          f"{row['tv']:7.3f} {row['time']:8.2f}" + (f"  [{row.get('error')}]" if "error" in row else "") + spread,
                           flush=True)
 
     if not args.no_overhead:
@@ -203,7 +212,7 @@ def main(argv=None):
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    json.dump(dict(n=n, quick=args.quick, floors=floors, results=results, overhead=ovh, runtime_s=runtime,
+    json.dump(dict(n=n, quick=args.quick, seeds=args.seeds, floors=floors, results=results, overhead=ovh, runtime_s=runtime,
                    threads=args.threads), open(out.with_suffix(".json"), "w"), indent=1, default=str)
     plot(results, floors, args.targets, out.with_suffix(".png"))
     print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.png')}")
