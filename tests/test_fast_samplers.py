@@ -266,6 +266,20 @@ def test_adaptive_per_sample_on_images():
     assert _sw(r.samples, ref) <= 1.5 * floor, (_sw(r.samples, ref), floor)
 
 
+def test_adaptive_batch_rms_norm_costs_less_than_batch_max_at_the_floor():
+    """``batch_rms`` controls the batch's RMS error instead of its worst sample: fewer NFE on a large batch,
+    SW2 still at the floor; the same tolerance with a 1.5× score fails (teeth)."""
+    sde, n = VESDE(), 1000
+    gm, ref, floor = _quality_case("aniso", n)
+    kw = dict(generator=_gen(24), abs_tol=0.03, rel_tol=0.1)
+    rms = adaptive_sample(sde, gm.score_fn(sde), (n, 2), error_norm="batch_rms", **kw)
+    worst = adaptive_sample(sde, gm.score_fn(sde), (n, 2), error_norm="batch_max", **kw)
+    assert rms.nfe < 0.8 * worst.nfe, (rms.nfe, worst.nfe)
+    assert _sw(rms.samples, ref) <= 1.5 * floor, (_sw(rms.samples, ref), floor)
+    wrong = adaptive_sample(sde, lambda x, t: 1.5 * gm.marginal_score(sde, x, t), (n, 2), error_norm="batch_rms", **kw)
+    assert _sw(wrong.samples, ref) > 1.5 * floor
+
+
 # --- 5. exact NFE ------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("steps", [1, 2, 5, 10, 11])
 def test_nfe_is_exact(steps):
