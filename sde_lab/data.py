@@ -67,6 +67,8 @@ __all__ = [
     "checkerboard",
     "pinwheel",
     "two_spirals",
+    "sample_photos",
+    "photo_split_column",
 ]
 
 
@@ -444,6 +446,49 @@ def _digits_pixels(split: str) -> tuple[torch.Tensor, torch.Tensor]:
     return x[idx], y[idx]
 
 
+PHOTO_PATCH = 16
+PHOTO_STRIDE = 4
+PHOTO_TRAIN_FRACTION = 0.75
+
+
+def sample_photos() -> list[torch.Tensor]:
+    """scikit-learn's two bundled photos (``china.jpg``, ``flower.jpg``) downsampled 2× (antialiased) to
+    ``uint8 (3, 213, 320)`` each — the source of ``photo_patches``."""
+    from sklearn.datasets import load_sample_images
+
+    out = []
+    for img in load_sample_images().images:
+        photo = torch.from_numpy(img.copy()).permute(2, 0, 1).unsqueeze(0).float()
+        h, w = photo.shape[-2] // 2, photo.shape[-1] // 2
+        photo = torch.nn.functional.interpolate(photo, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
+        out.append(photo.round().clamp(0, 255).to(torch.uint8)[0])
+    return out
+
+
+def photo_split_column(photo: torch.Tensor) -> int:
+    """First column of a photo's held-out (``test``) part: the right ``1 - PHOTO_TRAIN_FRACTION`` of it."""
+    return int(round(PHOTO_TRAIN_FRACTION * photo.shape[-1]))
+
+
+def _photo_patches_pixels(split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """16×16 RGB patches of :func:`sample_photos`, cut on a stride-4 grid.
+
+    ``train`` takes the patches inside the left 75% of the columns of each photo, ``test`` those inside
+    the right 25%, so no test pixel is seen in training. Labels: 0 = china, 1 = flower. 5,700 / 1,700 patches.
+    """
+    xs, ys = [], []
+    for label, photo in enumerate(sample_photos()):
+        h, w = photo.shape[-2:]
+        cut = photo_split_column(photo)
+        lo, hi = {"train": (0, cut), "test": (cut, w), "all": (0, w)}[split]
+        cols = range(lo, hi - PHOTO_PATCH + 1, PHOTO_STRIDE)
+        rows = range(0, h - PHOTO_PATCH + 1, PHOTO_STRIDE)
+        patches = [photo[:, r : r + PHOTO_PATCH, c : c + PHOTO_PATCH] for r in rows for c in cols]
+        xs.append(torch.stack(patches))
+        ys.append(torch.full((len(patches),), label, dtype=torch.long))
+    return torch.cat(xs), torch.cat(ys)
+
+
 def _pad_center(x: torch.Tensor, size: int) -> torch.Tensor:
     h, w = x.shape[-2:]
     ph, pw = size - h, size - w
@@ -536,6 +581,7 @@ _IMAGE_SETS: dict[str, DatasetInfo] = {
     "mnist": DatasetInfo("mnist", (1, 28, 28), 10, "image", 256, ("train", "test"), "MNIST 28×28 (60,000 / 10,000); offline from shared data"),
     "fashion_mnist": DatasetInfo("fashion_mnist", (1, 28, 28), 10, "image", 256, ("train", "test"), "Fashion-MNIST 28×28 (60,000 / 10,000); offline from Debian dataset-fashion-mnist"),
     "cifar10": DatasetInfo("cifar10", (3, 32, 32), 10, "image", 256, ("train", "test"), "CIFAR-10 32×32 (50,000 / 10,000) via torchvision"),
+    "photo_patches": DatasetInfo("photo_patches", (3, 16, 16), 2, "image", 256, ("train", "test", "all"), "16×16 RGB patches of scikit-learn's two sample photos (offline); left 75% of each photo train (5,700), right 25% test (1,700)"),
     "celeba": DatasetInfo("celeba", (3, 64, 64), 0, "image-files", 256, ("train", "valid", "test", "all"), "CelebA faces, centre crop 140, resized (default 64×64) via torchvision"),
     "imagefolder": DatasetInfo("imagefolder", (3, 64, 64), -1, "image-files", 256, ("train", "test", "valid", "all"), "any folder of class sub-folders (torchvision ImageFolder), centre-cropped and resized; root/<split>/ if present"),
 }
@@ -591,6 +637,8 @@ def get_pixels(
     else:
         if name in ("mnist", "fashion_mnist"):
             x, y = _load_idx(name, split, root, download)
+        elif name == "photo_patches":
+            x, y = _photo_patches_pixels(split)
         else:
             x, y = _cifar10_pixels(split, root, download)
         if n is not None:

@@ -106,6 +106,25 @@ def test_disjoint_digit_splits():
     assert len(torch.cat([tr, te]).unique(dim=0)) >= len(tr) + len(te) - 20  # (a few duplicate images exist)
 
 
+def test_photo_patches_rgb_splits_are_disjoint_regions():
+    photos = D.sample_photos()
+    assert [tuple(p.shape) for p in photos] == [(3, 213, 320)] * 2 and all(p.dtype == torch.uint8 for p in photos)
+    tr, te = get_dataset("photo_patches", centered=True), get_dataset("photo_patches", split="test", centered=True)
+    assert tr.x.shape == (5700, 3, 16, 16) and te.x.shape == (1700, 3, 16, 16)
+    assert -1 <= tr.x.min() < 0 < tr.x.max() <= 1 and torch.equal(tr.y.bincount(), torch.tensor([2850, 2850]))
+    assert dataset_info("photo_patches").shape == (3, 16, 16) and dataset_info("photo_patches").levels == 256
+    # the test patches come from the held-out right part: none of them occurs among the training patches
+    px_tr, _ = get_pixels("photo_patches", "train")
+    px_te, _ = get_pixels("photo_patches", "test")
+    both = torch.cat([px_tr.flatten(1), px_te.flatten(1)])
+    assert len(both.unique(dim=0)) == len(both)
+    # and they are the photo's pixels: the first test patch of china starts at the split column
+    cut = D.photo_split_column(photos[0])
+    assert torch.equal(px_te[0], photos[0][:, :16, cut : cut + 16])
+    # colour images: the channels differ (not grey replicated)
+    assert (tr.x[:, 0] - tr.x[:, 2]).abs().mean() > 0.05
+
+
 # --- MNIST / Fashion-MNIST offline ----------------------------------------------------------------
 
 
