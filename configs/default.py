@@ -77,6 +77,7 @@ def get_default_config(sde: str) -> ml_collections.ConfigDict:
 
     config.optim = optim = ml_collections.ConfigDict()
     optim.optimizer = "Adam"
+    optim.fused = True  # the fused Adam kernel where supported (CPU: PyTorch >= 2.4), else multi-tensor Adam
     optim.lr = 2e-4
     optim.beta1 = 0.9
     optim.beta2 = 0.999

@@ -29,7 +29,8 @@ from pathlib import Path
 
 import torch
 
-from sde_lab.train import EMA, Trainer, apply_overrides, build_objective, build_score_model, build_sde, data_shape, load_config
+from sde_lab.train import (EMA, Trainer, apply_overrides, build_objective, build_score_model, build_sde, data_shape, load_config,
+                           make_optimizer)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,7 +46,7 @@ def bare_stepper(config, algorithm: bool = False):
     g = torch.Generator().manual_seed(0)
     x0 = torch.randn((B, *shape), generator=g)
     draws = objective.draw(sde, B, shape, g, torch.device("cpu"))
-    opt = torch.optim.Adam(model.parameters(), lr=float(config.optim.lr), foreach=True)  # as the Trainer
+    opt = make_optimizer(model.parameters(), config.optim)  # as the Trainer
 
     params = list(model.parameters())
     ema = EMA(model, float(config.model.get("ema_rate", 0.999)))

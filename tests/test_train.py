@@ -254,3 +254,31 @@ def test_cli_train_and_errors(tmp_path, capsys):
     assert "unknown config key 'model.hiden'" in capsys.readouterr().err
     assert main(["train", "--config", str(tmp_path / "nope.py")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_make_optimizer_fused_adam_matches_foreach_adam():
+    from sde_lab.train import make_optimizer
+
+    optim = load_config(CONFIG).optim
+    torch.manual_seed(0)
+    a = torch.nn.Linear(8, 8)
+    b = torch.nn.Linear(8, 8)
+    b.load_state_dict(a.state_dict())
+    w0 = a.weight.detach().clone()
+    fused = make_optimizer(a.parameters(), optim)
+    optim.fused = False
+    plain = make_optimizer(b.parameters(), optim)
+    assert fused.defaults["fused"] and not plain.defaults.get("fused")
+    x = torch.randn(16, 8)
+    for _ in range(5):
+        for net, opt in ((a, fused), (b, plain)):
+            opt.zero_grad()
+            net(x).square().mean().backward()
+            opt.step()
+    for p, q in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+    assert (a.weight - w0).abs().max() > 1e-3  # the steps moved the parameters
+    plain.load_state_dict(fused.state_dict())  # checkpoints of one load into the other
+    optim.optimizer = "SGD"
+    with pytest.raises(ValueError, match="valid choices: Adam"):
+        make_optimizer(a.parameters(), optim)
