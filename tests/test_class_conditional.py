@@ -22,12 +22,7 @@ from sde_lab.train import Trainer, apply_overrides, build_score_model, load_chec
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _config(path="configs/vp/toy2d.py", **overrides):

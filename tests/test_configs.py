@@ -36,13 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIG_FILES = sorted(p for p in (ROOT / "configs").glob("**/*.py") if p.name != "default.py")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The shrunken networks are far too small to gain from intra-op threads; on a shared CPU they only spin."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _id(p: Path) -> str:
