@@ -142,6 +142,10 @@ def main() -> None:
     runtime = time.time() - t_start
     out = ROOT / "figures"
     out.mkdir(exist_ok=True)
+    if cifar is None and (out / "train_bench.json").exists():  # --skip-cifar: keep the last measured CIFAR row, marked
+        previous = json.loads((out / "train_bench.json").read_text()).get("cifar")
+        if previous:
+            cifar = {**previous, "from_earlier_run": True}
     (out / "train_bench.json").write_text(json.dumps(dict(rows=rows, cifar=cifar, peak_rss_mb=peak_mb, threads=args.threads,
                                                          runtime_s=round(runtime, 1)), indent=2))
     import matplotlib
