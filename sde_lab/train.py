@@ -291,7 +291,8 @@ def make_optimizer(params, optim_config) -> torch.optim.Optimizer:
     With ``optim.fused`` (default ``True``) the fused single-kernel Adam is used where this PyTorch build
     supports it for the parameters' device (CPU from PyTorch 2.4 on; it is ~4× faster than the multi-tensor
     version there: 0.75 vs 3.4 ms a step for the 2-D MLP, 11 vs 40 ms for the digits MLP), otherwise the
-    multi-tensor (``foreach``) Adam. Both compute the same update; checkpoints of either load into the other.
+    multi-tensor (``foreach``) Adam. Both compute the same update (up to float rounding); checkpoints of
+    either load into the other.
     """
     params = list(params)
     kwargs = dict(
