@@ -41,6 +41,7 @@ RUNS = [  # (family, label, options, steps grid, quick grid)
     ("DPM-Solver++(2M)", "dpmpp", dict(solver="dpm_solver_pp"), (10, 20), (10,)),
     ("adaptive SDE", "adaptive", dict(solver="adaptive"), (None,), (None,)),
     ("adaptive SDE (loose)", "adaptive_loose", dict(solver="adaptive", abs_tol=0.02, rel_tol=0.1), (None,), (None,)),
+    ("adaptive SDE (batch RMS)", "adaptive_rms", dict(solver="adaptive", error_norm="batch_rms"), (None,), (None,)),
 ]
 
 
@@ -50,7 +51,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--ckpt", default=str(ROOT / "runs" / "mnist_cfg"), help="MNIST checkpoint or workdir")
     ap.add_argument("--n", type=int, default=200, help="samples per run (default: 200)")
     ap.add_argument("--classifier", default=None, help="LeNet classifier (default: sde-lab train-classifier's default path)")
-    ap.add_argument("--only", nargs="+", default=None, help="run only these labels (em, pc, heun, dpm3, dpmpp, adaptive, adaptive_loose)")
+    ap.add_argument("--only", nargs="+", default=None, help="run only these labels (em, pc, heun, dpm3, dpmpp, adaptive, adaptive_loose, adaptive_rms)")
     ap.add_argument("--quick", action="store_true", help="one point per solver (smoke test)")
     ap.add_argument("--out", default=str(ROOT / "figures" / "mnist_fast_solvers"), help="output path without suffix")
     ap.add_argument("--seed", type=int, default=0)
