@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from sde_lab.conditional import colorize, decouple_colors
+from sde_lab.conditional import colorize, couple_colors, decouple_colors
 from sde_lab.data import get_dataset, photo_split_column, sample_photos
 from sde_lab.train import apply_overrides, latest_checkpoint, load_checkpoint, load_checkpoint_score, load_config, train
 
@@ -110,8 +110,6 @@ def main() -> None:
     u_grey = decouple_colors(grey.expand_as(x).double())
     u_cast = u_grey.clone()
     u_cast[:, 1:] += mean_chroma[1:, None, None]
-    from sde_lab.conditional import couple_colors
-
     cast = couple_colors(u_cast).float().clamp(-1, 1)
     grey3 = grey.expand_as(x)
 
