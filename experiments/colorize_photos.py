@@ -100,7 +100,7 @@ def main() -> None:
     K = args.samples
     t0 = time.time()
     res = colorize(sde, model, grey.repeat(K, 1, 1, 1), steps=args.steps, snr=args.snr,
-                   generator=torch.Generator().manual_seed(args.seed))
+                   generator=torch.Generator().manual_seed(args.seed), progress=True)
     sample_s = time.time() - t0
     draws = res.samples.float().clamp(-1, 1).reshape(K, *x.shape)
     col, col_mean = draws[0], draws.mean(0)

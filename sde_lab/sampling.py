@@ -249,7 +249,8 @@ def ald_sample(
     log-SNR; for VE the uniform-``t`` grid) and the scaled state ``x / α(t)`` is held fixed between levels
     (:class:`_KeepScaledState`; the identity for VE), so VP and sub-VP anneal exactly like VE.
     The default ``snr = 0.35`` (step ``0.245 σ²``) is within 1.5x the SW2 noise floor on the oracle targets at
-    1000 levels for VE, VP and sub-VP (``experiments/solver_bench.py``); ``snr = 0.5`` tracks the levels
+    500 and 1000 levels for VE, VP and sub-VP, averaged over 5 seeds (0.88–1.42;
+    ``experiments/solver_bench.py --only ald --seeds 5``; single seeds spread by ±0.4); ``snr = 0.5`` tracks the levels
     too loosely on sub-VP, whose σ̃ grid spans ~1.5x more decades than VP's (σ̃(ε) ≈ B(ε) instead of
     √B(ε)), so each of its levels is a larger jump. NFE ``= steps · n_corrector_steps + denoise``.
     """
