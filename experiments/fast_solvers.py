@@ -113,9 +113,12 @@ def _one(problem: Problem, solver: str, opts: dict, seed: int, seeds: int = 1) -
 
 
 def run_problem(problem: Problem, *, quick: bool = False, seed: int = 0, with_sdeint: bool = True,
-                nfe_max: int = NFE_BASELINE_MAX, seeds: int = 1) -> dict:
+                nfe_max: int = NFE_BASELINE_MAX, seeds: int = 1, only: list[str] | None = None) -> dict:
+    """Every solver's quality-vs-NFE curve on ``problem`` (``only``: just these curve labels)."""
     out: dict = {"floor": problem.floor, "curves": {}}
     for label, (solver, make_opts, family) in _runs().items():
+        if only and label not in only:
+            continue
         grid = [n for n in (NFE_BASELINE if family == "baseline" else NFE_FAST) if n <= nfe_max]
         if quick:
             grid = grid[::2]
@@ -127,9 +130,14 @@ def run_problem(problem: Problem, *, quick: bool = False, seed: int = 0, with_sd
             pts.append(_one(problem, solver, opts, seed, seeds))
         out["curves"][label] = pts
     tols = ADAPTIVE_TOLS[::2] if quick else ADAPTIVE_TOLS
-    out["curves"]["adaptive"] = [_one(problem, "adaptive", {"abs_tol": a, "rel_tol": r}, seed, seeds)
-                                   for a, r in tols]
-    if with_sdeint:  # torchsde's own adaptive mode, for comparison (sdeint_sample(adaptive=True))
+    if not only or "adaptive" in only:
+        out["curves"]["adaptive"] = [_one(problem, "adaptive", {"abs_tol": a, "rel_tol": r}, seed, seeds)
+                                       for a, r in tols]
+    if not only or "adaptive_rms" in only:  # the batch's RMS error controls the step (error_norm="batch_rms")
+        out["curves"]["adaptive_rms"] = [
+            _one(problem, "adaptive", {"abs_tol": a, "rel_tol": r, "error_norm": "batch_rms"}, seed, seeds) for a, r in tols
+        ]
+    if with_sdeint and (not only or "sdeint-adaptive" in only):  # torchsde's own adaptive mode, for comparison (sdeint_sample(adaptive=True))
         out["curves"]["sdeint-adaptive"] = [
             _one(problem, "sdeint", {"adaptive": True, "rtol": r, "atol": a, "steps": 50, "dtype": torch.float64}, seed,
                  seeds)
@@ -162,12 +170,14 @@ def summarize(results: dict, factor: float = 1.5) -> list[str]:
         fast = {k: nfe_to_floor(c[k], res["floor"], factor) for k in c if k.startswith(("heun", "dpm"))}
         fast = {k: v for k, v in fast.items() if v is not None}
         best = min(fast.items(), key=lambda kv: kv[1]) if fast else (None, None)
-        pc, em = nfe_to_floor(c["pc-RD+Langevin"], res["floor"], factor), nfe_to_floor(c["pc-EM"], res["floor"], factor)
-        ad = nfe_to_floor(c["adaptive"], res["floor"], factor)
+        pc, em = (nfe_to_floor(c.get(k, []), res["floor"], factor) for k in ("pc-RD+Langevin", "pc-EM"))
+        ad, ad_rms = (nfe_to_floor(c.get(k, []), res["floor"], factor) for k in ("adaptive", "adaptive_rms"))
         r1 = f"{pc / best[1]:.1f}x" if pc and best[1] else "n/a"
         r2 = f"{em / best[1]:.1f}x" if em and best[1] else "n/a"
         r3 = f"{em / ad:.2f}x" if em and ad else "n/a"
-        lines.append(f"{name:14s} best={best[0]}@{best[1]}  pc={pc} ({r1})  em={em} ({r2})  adaptive={ad} (EM/adaptive {r3})")
+        r4 = f"{em / ad_rms:.2f}x" if em and ad_rms else "n/a"
+        lines.append(f"{name:14s} best={best[0]}@{best[1]}  pc={pc} ({r1})  em={em} ({r2})  adaptive={ad} (EM/adaptive {r3})"
+                     f"  adaptive_rms={ad_rms} (EM/adaptive_rms {r4})")
     return lines
 
 
@@ -214,10 +224,15 @@ def main(argv=None) -> int:
     ap.add_argument("--no-sdeint", action="store_true", help="skip torchsde's adaptive sdeint")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seeds", type=int, default=1, help="independent runs averaged per point (SW2 is noisy)")
+    ap.add_argument("--only", nargs="+", metavar="CURVE",
+                    help="run only these curves (e.g. pc-EM adaptive_rms)")
     ap.add_argument("--out", default=str(FIG / "fast_solvers"))
     ap.add_argument("--refloor", action="store_true", help="with --merge: recompute the oracle noise floors")
     ap.add_argument("--merge", nargs="+", metavar="JSON", help="only merge earlier runs' JSON files into --out")
     args = ap.parse_args(argv)
+    curves = [*_runs(), "adaptive", "adaptive_rms", "sdeint-adaptive"]
+    if args.only and (bad := [c for c in args.only if c not in curves]):
+        ap.error(f"unknown curve(s) {', '.join(bad)}; valid: {', '.join(curves)}")
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     if args.merge:
@@ -230,7 +245,7 @@ def main(argv=None) -> int:
             t0 = time.perf_counter()
             problem = oracle_problem(target, sde_name, args.n)
             results[problem.name] = run_problem(problem, quick=args.quick, with_sdeint=not args.no_sdeint,
-                                                nfe_max=args.nfe_max, seeds=args.seeds)
+                                                nfe_max=args.nfe_max, seeds=args.seeds, only=args.only)
             print(f"{problem.name}: {time.perf_counter() - t0:.1f}s", flush=True)
             _write(results, out, args, time.perf_counter() - start, final=False)  # partial results survive
     runtime = time.perf_counter() - start
@@ -244,7 +259,7 @@ def _write(results: dict, out: Path, args, runtime: float, final: bool = True) -
     if final:
         print("\n".join(lines))
     out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"n": args.n, "nfe_max": args.nfe_max, "seeds": args.seeds, "runtime_s": runtime, "complete": final}
+    meta = {"n": args.n, "nfe_max": args.nfe_max, "seeds": args.seeds, "only": args.only, "runtime_s": runtime, "complete": final}
     with open(out.with_suffix(".json"), "w") as f:
         json.dump({**meta, "results": results, "summary": lines}, f, indent=1, default=str)
     if final:

@@ -334,8 +334,12 @@ class _Batches:
     Sources: a tensor ``(N, ...)`` (seeded permutation per epoch), a map-style dataset (same order, items may
     be ``(x, label)`` tuples), an object with ``sample(n, generator)`` (fresh samples every step, e.g. an
     analytic :class:`~sde_lab.analytic.GaussianMixture`), or any iterable of batches (consumed in order;
-    resuming skips the batches already used).
+    resuming skips the batches already used). A sampler is asked for several global batches at a time,
+    seeded by ``(seed, step // chunk)``: one call instead of one per step, the batch still a function of
+    ``(seed, step)``.
     """
+
+    SAMPLER_CHUNK_ELEMENTS = 1 << 20  # at most this many sample elements per sampler call
 
     def __init__(self, source, global_batch: int, seed: int, rank: int, world: int, num_workers: int = 0, *, labels: bool = False):
         self.labels = labels
@@ -352,6 +356,7 @@ class _Batches:
             raise ValueError("a class-conditional model (model.num_classes > 0) needs labelled data: pass (x, y) tensors or a dataset of (x, y) items")
         if hasattr(source, "sample") and callable(source.sample):
             self.kind = "sampler"
+            self._chunk: tuple[int, Any] | None = None
             if labels and not callable(getattr(source, "sample_with_labels", None)):
                 raise ValueError(f"a class-conditional model needs labels, but {type(source).__name__} has no sample_with_labels(n, generator)")
         elif torch.is_tensor(source) or (hasattr(source, "__len__") and hasattr(source, "__getitem__")):
@@ -392,9 +397,14 @@ class _Batches:
         """This rank's slice of global batch ``step``: ``x``, or ``(x, y)`` with ``labels=True``."""
         lo, hi = self.rank * self.local, (self.rank + 1) * self.local
         if self.kind == "sampler":
-            g = torch.Generator().manual_seed(_step_seed(self.seed, step, 2))
-            x = self.source.sample_with_labels(self.B, g) if self.labels else self.source.sample(self.B, g)
-            return self._slice(self._first(x), lo, hi)
+            per_chunk = self._per_chunk()
+            c, i = divmod(step, per_chunk)
+            if self._chunk is None or self._chunk[0] != c:
+                g = torch.Generator().manual_seed(_step_seed(self.seed, c, 2))
+                n = per_chunk * self.B
+                x = self.source.sample_with_labels(n, g) if self.labels else self.source.sample(n, g)
+                self._chunk = (c, self._first(x))
+            return self._slice(self._chunk[1], i * self.B + lo, i * self.B + hi)
         if self.kind == "indexed":
             idx = self._indices(step)
             if torch.is_tensor(self.source):
@@ -418,6 +428,14 @@ class _Batches:
         self._iter = (step + 1, it)
         n = x[0].shape[0] if self.labels else x.shape[0]
         return self._slice(x, lo, hi) if n == self.B else x
+
+    def _per_chunk(self) -> int:
+        """Global batches per sampler call: up to 64, within ``SAMPLER_CHUNK_ELEMENTS`` sample elements
+        (1 for a sampler that does not say its sample size by ``event_shape`` or ``dim``)."""
+        shape = getattr(self.source, "event_shape", None) or ((self.source.dim,) if isinstance(getattr(self.source, "dim", None), int) else None)
+        if not shape:
+            return 1
+        return max(1, min(64, self.SAMPLER_CHUNK_ELEMENTS // max(1, self.B * math.prod(shape))))
 
     def _start_loader(self, step: int) -> None:
         outer = self
