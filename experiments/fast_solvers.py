@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FIG = ROOT / "figures"
 
 NFE_FAST = [5, 10, 15, 20, 30, 50, 100, 200]
-NFE_BASELINE = [10, 20, 50, 100, 200, 500, 1000]
+NFE_BASELINE = [10, 20, 30, 50, 100, 200, 500, 1000]
 NFE_BASELINE_MAX = 500  # default cap (--nfe-max 1000 for the full sweep)
 ADAPTIVE_TOLS = [(0.2, 0.5), (0.1, 0.3), (0.05, 0.2), (0.03, 0.1), (0.01, 0.05), (0.005, 0.02)]
 SDEINT_TOLS = [(1e-1, 1e-1), (3e-2, 3e-2)]
