@@ -40,8 +40,8 @@ def get_default_config(sde: str) -> ml_collections.ConfigDict:
     training.n_grid_samples = 64
     training.num_workers = 0
     training.tensorboard = True
-    training.bf16 = False  # bf16 autocast (CUDA only)
-    training.compile = False  # torch.compile (CUDA only)
+    training.bf16 = False  # bf16 autocast of the loss's forward pass (CUDA or CPU)
+    training.compile = False  # torch.compile the loss (CUDA, or CPU with a C++ compiler; compiling takes ~40 s)
     training.label_dropout = 0.1  # class-conditional models: P(label -> null label), for classifier-free guidance
 
     config.sampling = sampling = ml_collections.ConfigDict()

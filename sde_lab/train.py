@@ -801,11 +801,11 @@ class Trainer:
         self.batches = _Batches(source, self.global_batch, self.seed, self.dist.rank, self.dist.world,
                                 int(tr.get("num_workers", 0)), labels=self.num_classes > 0)
 
-        self.amp = bool(tr.get("bf16", False)) and self.device.type == "cuda"
+        self.amp = bool(tr.get("bf16", False))  # bf16 autocast on CUDA and on CPU (slow on CPUs without bf16 units)
         loss_module: nn.Module = _LossModule(self.model, self.objective)
         if self.dist.enabled:
             loss_module = nn.parallel.DistributedDataParallel(loss_module, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        if bool(tr.get("compile", False)) and self.device.type == "cuda":
+        if bool(tr.get("compile", False)):  # inductor: Triton on CUDA, a C++ compiler on CPU
             loss_module = torch.compile(loss_module)
         self.loss_module = loss_module
         self._stop_signal: int | None = None
@@ -882,7 +882,7 @@ class Trainer:
         if y is not None:
             draws["y"] = torch.where(draws["y"], torch.full_like(y, self.num_classes), y)
         self.optimizer.zero_grad(set_to_none=True)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             loss = self.loss_module(x0, draws).mean()
         loss.backward()
         for group in self.optimizer.param_groups:

@@ -1,6 +1,7 @@
 """Training loop: exact resume, DDP = single process, NaN stop, signals, checkpoints, config errors."""
 
 import os
+import shutil
 import signal
 import socket
 from pathlib import Path
@@ -312,3 +313,45 @@ def test_sampler_without_a_stated_sample_size_is_drawn_one_batch_at_a_time():
     b = _Batches(Source(), 8, seed=0, rank=0, world=1)
     b.get(0), b.get(1)
     assert calls == [8, 8]
+
+
+def _linear_output_dtypes(model):
+    seen = []
+    hooks = [m.register_forward_hook(lambda mod, i, o: seen.append(o.dtype)) for m in model.modules()
+             if isinstance(m, torch.nn.Linear)]
+    return seen, hooks
+
+
+def test_bf16_autocast_trains_in_bf16_and_tracks_the_float32_run(tmp_path):
+    """``training.bf16``: the network's matmuls run in bfloat16, weights and optimizer stay float32, and the
+    run follows the float32 one to bf16 accuracy (without the flag everything is float32)."""
+    ds = data()
+    runs = {}
+    for bf16 in (False, True):
+        trainer = Trainer(tiny_config(**{"training.bf16": bf16}), tmp_path / str(bf16), dataset=ds, progress=False)
+        seen, hooks = _linear_output_dtypes(trainer.model)
+        result = trainer.fit(6)
+        for h in hooks:
+            h.remove()
+        assert set(seen) == {torch.bfloat16 if bf16 else torch.float32}
+        assert all(p.dtype == torch.float32 for p in trainer.model.parameters())
+        runs[bf16] = (_params(trainer.model), [loss for _, loss in result.losses])
+    (p32, l32), (p16, l16) = runs[False], runs[True]
+    assert all(abs(a - b) <= 0.05 * abs(a) for a, b in zip(l32, l16))
+    diff = max(float((a - b).abs().max() / a.abs().max().clamp_min(1e-3)) for a, b in zip(p32, p16))
+    assert 0 < diff < 0.05  # bf16 changes the numbers a little, not the training
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not any(shutil.which(c) for c in ("g++", "c++", "clang++")), reason="torch.compile on CPU needs a C++ compiler")
+def test_compiled_loss_trains_like_eager(tmp_path):
+    """``training.compile``: the compiled loss gives the same updates as eager mode (to float rounding)."""
+    ds = data()
+    params = {}
+    for compiled in (False, True):
+        trainer = Trainer(tiny_config(**{"training.compile": compiled}), tmp_path / str(compiled), dataset=ds, progress=False)
+        assert isinstance(trainer.loss_module, torch._dynamo.eval_frame.OptimizedModule) == compiled
+        trainer.fit(4)
+        params[compiled] = _params(trainer.model)
+    for a, b in zip(params[False], params[True]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
