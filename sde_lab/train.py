@@ -268,6 +268,19 @@ def build_objective(config, sde: SDE) -> Objective:
     return Objective(kind, reduce, schedule=schedule)
 
 
+def _total_norm(tensors: list[torch.Tensor], device) -> torch.Tensor:
+    """The L2 norm of all ``tensors`` together (float32 scalar): one multi-tensor pass where they share a
+    device and dtype. Used with the rescaling in :meth:`Trainer.step`, it is ``clip_grad_norm_`` minus its
+    per-call grouping and, when the norm is under the limit, its multiply-by-one pass."""
+    if not tensors:
+        return torch.zeros((), device=device)
+    if len({(t.device, t.dtype) for t in tensors}) == 1:
+        norms = torch._foreach_norm(tensors)
+    else:
+        norms = [torch.linalg.vector_norm(t) for t in tensors]
+    return torch.linalg.vector_norm(torch.stack([n.to(device, torch.float32) for n in norms]))
+
+
 class _LossModule(nn.Module):
     """``forward(x0, draws) -> per-sample loss``; DDP and ``torch.compile`` wrap this one module."""
 
@@ -887,8 +900,9 @@ class Trainer:
         loss.backward()
         for group in self.optimizer.param_groups:
             group["lr"] = self._lr(step)
-        grad_norm = nn.utils.clip_grad_norm_(self._param_list, self.grad_clip if self.grad_clip > 0 else float("inf"))
-        stats = torch.stack([loss.detach().float(), grad_norm.detach().float(), torch.tensor(float(self._stop_signal is not None), device=loss.device)])
+        grads = [p.grad for p in self._param_list if p.grad is not None]
+        grad_norm = _total_norm(grads, loss.device)
+        stats = torch.stack([loss.detach().float(), grad_norm, torch.tensor(float(self._stop_signal is not None), device=loss.device)])
         if self.dist.enabled:
             dist.all_reduce(stats)
             stats[0] /= self.dist.world
@@ -900,6 +914,9 @@ class Trainer:
                 f"the training loss became {loss_v} (grad norm {gn_v}) at step {step}; stopped without updating; {where}. "
                 "Lower optim.lr, raise optim.warmup, or check the data for NaN/Inf"
             )
+        if self.grad_clip > 0 and gn_v + 1e-6 > self.grad_clip:
+            # clip_grad_norm_'s rescaling, skipped when it would multiply by 1; gn_v is the same on every rank
+            torch._foreach_mul_(grads, self.grad_clip / (gn_v + 1e-6))
         self.optimizer.step()
         self.ema.update(self._param_list)
         self.step_count = step + 1

@@ -355,3 +355,16 @@ def test_compiled_loss_trains_like_eager(tmp_path):
         params[compiled] = _params(trainer.model)
     for a, b in zip(params[False], params[True]):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("clip", [1e-3, 1e9])
+def test_step_clips_the_gradient_to_the_configured_norm(tmp_path, clip):
+    """The optimizer sees gradients of norm min(‖g‖, clip); the step reports the unclipped ‖g‖."""
+    trainer = Trainer(tiny_config(**{"optim.grad_clip": clip}), tmp_path, dataset=data(), progress=False)
+    seen = []
+    trainer.optimizer.register_step_pre_hook(
+        lambda opt, args, kwargs: seen.append(float(torch.linalg.vector_norm(torch.cat([p.grad.flatten() for p in trainer.model.parameters()]))))
+    )
+    _, gn = trainer.step()
+    assert gn > 1e-2  # so that clip=1e-3 is active
+    assert seen[0] == pytest.approx(min(gn, clip), rel=1e-5)
