@@ -176,7 +176,8 @@ def summarize(results: dict, factor: float = 1.5) -> list[str]:
         r2 = f"{em / best[1]:.1f}x" if em and best[1] else "n/a"
         r3 = f"{em / ad:.2f}x" if em and ad else "n/a"
         r4 = f"{em / ad_rms:.2f}x" if em and ad_rms else "n/a"
-        lines.append(f"{name:14s} best={best[0]}@{best[1]}  pc={pc} ({r1})  em={em} ({r2})  adaptive={ad} (EM/adaptive {r3})"
+        head = f"best={best[0]}@{best[1]}  pc={pc} ({r1})  " if fast else ""
+        lines.append(f"{name:14s} {head}em={em} ({r2})  adaptive={ad} (EM/adaptive {r3})"
                      f"  adaptive_rms={ad_rms} (EM/adaptive_rms {r4})")
     return lines
 
