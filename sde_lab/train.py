@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import json
 import math
 import os
@@ -965,7 +966,7 @@ class Trainer:
         losses: list[tuple[int, float]] = []
         run_mean, n_mean, interrupted = 0.0, 0, False
         try:
-            with self._signals():
+            with self._signals(), _frozen_heap():
                 while self.step_count < n_iters:
                     loss, gn = self.step()
                     run_mean, n_mean = run_mean + loss, n_mean + 1
@@ -1051,6 +1052,22 @@ def _clone_model(model: ScoreModel) -> ScoreModel:
     import copy
 
     return copy.deepcopy(model)
+
+
+@contextlib.contextmanager
+def _frozen_heap():
+    """``gc.freeze()`` for the training loop: the objects alive before it (the imported libraries: ~370k
+    for torch + matplotlib + TensorBoard) leave the collector's generations, so the collections that the
+    loop's own allocations trigger no longer walk them (2–3% of a 2-D MLP step). Left as it was if the
+    caller froze the heap itself; unfrozen afterwards."""
+    mine = gc.get_freeze_count() == 0
+    if mine:
+        gc.freeze()
+    try:
+        yield
+    finally:
+        if mine:
+            gc.unfreeze()
 
 
 def _tensorboard(workdir: Path):
