@@ -41,6 +41,7 @@ NFE_BASELINE = [10, 20, 30, 50, 100, 200, 500, 1000]
 NFE_BASELINE_MAX = 500  # default cap (--nfe-max 1000 for the full sweep)
 ADAPTIVE_TOLS = [(0.2, 0.5), (0.1, 0.3), (0.05, 0.2), (0.03, 0.1), (0.01, 0.05), (0.005, 0.02)]
 SDEINT_TOLS = [(1e-1, 1e-1), (3e-2, 3e-2)]
+TOLERANCE_CURVES = ("adaptive", "adaptive_rms", "sdeint-adaptive")  # swept over tolerances, not NFE
 
 
 @dataclass(frozen=True)
@@ -231,7 +232,7 @@ def main(argv=None) -> int:
     ap.add_argument("--refloor", action="store_true", help="with --merge: recompute the oracle noise floors")
     ap.add_argument("--merge", nargs="+", metavar="JSON", help="only merge earlier runs' JSON files into --out")
     args = ap.parse_args(argv)
-    curves = [*_runs(), "adaptive", "adaptive_rms", "sdeint-adaptive"]
+    curves = [*_runs(), *TOLERANCE_CURVES]
     if args.only and (bad := [c for c in args.only if c not in curves]):
         ap.error(f"unknown curve(s) {', '.join(bad)}; valid: {', '.join(curves)}")
     torch.set_num_threads(args.threads)

@@ -371,6 +371,7 @@ class _Batches:
         if hasattr(source, "sample") and callable(source.sample):
             self.kind = "sampler"
             self._chunk: tuple[int, Any] | None = None
+            self.per_chunk = self._per_chunk()
             if labels and not callable(getattr(source, "sample_with_labels", None)):
                 raise ValueError(f"a class-conditional model needs labels, but {type(source).__name__} has no sample_with_labels(n, generator)")
         elif torch.is_tensor(source) or (hasattr(source, "__len__") and hasattr(source, "__getitem__")):
@@ -411,11 +412,10 @@ class _Batches:
         """This rank's slice of global batch ``step``: ``x``, or ``(x, y)`` with ``labels=True``."""
         lo, hi = self.rank * self.local, (self.rank + 1) * self.local
         if self.kind == "sampler":
-            per_chunk = self._per_chunk()
-            c, i = divmod(step, per_chunk)
+            c, i = divmod(step, self.per_chunk)
             if self._chunk is None or self._chunk[0] != c:
                 g = torch.Generator().manual_seed(_step_seed(self.seed, c, 2))
-                n = per_chunk * self.B
+                n = self.per_chunk * self.B
                 x = self.source.sample_with_labels(n, g) if self.labels else self.source.sample(n, g)
                 self._chunk = (c, self._first(x))
             return self._slice(self._chunk[1], i * self.B + lo, i * self.B + hi)

@@ -286,10 +286,10 @@ def test_sampler_batches_are_a_function_of_seed_and_step_and_split_across_ranks(
 
     target = make_target("ring")
     one = _Batches(target, 32, seed=7, rank=0, world=1)
-    assert one._per_chunk() > 1  # the chunked path is the one under test
-    forward = [one.get(s) for s in range(one._per_chunk() + 3)]  # crosses a chunk boundary
+    assert one.per_chunk > 1  # the chunked path is the one under test
+    forward = [one.get(s) for s in range(one.per_chunk + 3)]  # crosses a chunk boundary
     other = _Batches(target, 32, seed=7, rank=0, world=1)
-    for s in (one._per_chunk() + 2, 0, 5, one._per_chunk()):  # random access, back and forth
+    for s in (one.per_chunk + 2, 0, 5, one.per_chunk):  # random access, back and forth
         assert torch.equal(other.get(s), forward[s])
     assert all(not torch.equal(a, b) for a, b in zip(forward, forward[1:]))
     assert not torch.equal(_Batches(target, 32, seed=8, rank=0, world=1).get(0), forward[0])
