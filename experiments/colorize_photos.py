@@ -34,7 +34,8 @@ import torch
 
 from sde_lab.conditional import colorize, couple_colors, decouple_colors
 from sde_lab.data import get_dataset, photo_split_column, sample_photos
-from sde_lab.train import apply_overrides, latest_checkpoint, load_checkpoint, load_checkpoint_score, load_config, train
+from sde_lab.config import apply_overrides, load_checkpoint_score, load_config, train
+from sde_lab.training import latest_checkpoint, load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "vp" / "photo16.py"

@@ -33,10 +33,11 @@ from pathlib import Path
 import torch
 
 from sde_lab.analytic import GaussianMixture, make_target
-from sde_lab.conditional import ClassifierGuidance, Inpainting, conditional_sample, inpaint, smc_inpaint
+from sde_lab.conditional import ClassifierGuidance, Inpainting, inpaint, smc_inpaint
+from sde_lab import conditional_sample
 from sde_lab.metrics import noise_floor, sliced_wasserstein
 from sde_lab.registry import make_sde
-from sde_lab.sampling import sample
+from sde_lab import sample
 
 ROOT = Path(__file__).resolve().parents[1]
 FIG = ROOT / "figures"
@@ -191,7 +192,8 @@ def mnist(checkpoint: str, classifier_path: str | None, guidance_scale: float, s
     import matplotlib.pyplot as plt
 
     from sde_lab.data import dataset_tensors
-    from sde_lab.train import dataset_from_config, load_checkpoint, load_checkpoint_score, config_from_dict
+    from sde_lab.config import dataset_from_config, load_checkpoint_score, config_from_dict
+    from sde_lab.training import load_checkpoint
 
     model = load_checkpoint_score(checkpoint)
     config = config_from_dict(json.loads(load_checkpoint(checkpoint)["config"]))

@@ -95,8 +95,8 @@ def main(argv=None) -> dict:
     t_start = time.time()
 
     from sde_lab.likelihood import log_likelihood
-    from sde_lab.sampling import sample
-    from sde_lab.train import apply_overrides, load_config, sample_from_config, train
+    from sde_lab import sample
+    from sde_lab.config import apply_overrides, load_config, sample_from_config, train
 
     quick = args.quick
     n_iters = args.n_iters or (150 if quick else 5000)

@@ -55,7 +55,8 @@ def parse_args(argv=None):
 
 
 def train_model(config_path: str, workdir: Path, iters: int):
-    from sde_lab.train import Trainer, latest_checkpoint, load_checkpoint, load_config
+    from sde_lab.config import build_trainer, load_config
+    from sde_lab.training import latest_checkpoint, load_checkpoint
 
     config = load_config(config_path)
     config.device = "cpu" if not torch.cuda.is_available() else "auto"
@@ -64,7 +65,7 @@ def train_model(config_path: str, workdir: Path, iters: int):
     t0 = time.time()
     if done < iters:
         print(f"[1/3] training {config_path} from step {done} to {iters} in {workdir}", flush=True)
-        Trainer(config, workdir, resume=True, progress=True).fit(iters)
+        build_trainer(config, workdir, resume=True, progress=True).fit(iters)
     else:
         print(f"[1/3] reusing the run in {workdir} (step {done})", flush=True)
     return config, time.time() - t0
@@ -108,8 +109,9 @@ def main(argv=None) -> dict:
     start = time.time()
     from sde_lab.conditional import ClassifierFreeGuidance, inpaint
     from sde_lab.data import get_dataset
-    from sde_lab.sampling import sample
-    from sde_lab.train import load_checkpoint, latest_checkpoint, load_checkpoint_score
+    from sde_lab import sample
+    from sde_lab.training import load_checkpoint, latest_checkpoint
+    from sde_lab.config import load_checkpoint_score
 
     workdir = Path(args.workdir)
     config, train_s = train_model(args.config, workdir, args.iters)

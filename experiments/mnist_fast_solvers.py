@@ -61,8 +61,9 @@ def main(argv=None) -> dict:
     from sde_lab.classifier import default_classifier_path, load_classifier
     from sde_lab.data import get_dataset
     from sde_lab.metrics import ClassifierFeatures, FeatureStats, frechet_distance_from_features
-    from sde_lab.sampling import sample
-    from sde_lab.train import load_checkpoint, load_checkpoint_score
+    from sde_lab import sample
+    from sde_lab.training import load_checkpoint
+    from sde_lab.config import load_checkpoint_score
 
     model = load_checkpoint_score(args.ckpt)
     sde = model.sde

@@ -37,9 +37,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def train_for(config, workdir: Path, minutes: float, chunk: int):
     """The library's training loop, run in chunks of ``chunk`` steps until ``minutes`` of wall time have passed."""
-    from sde_lab.train import Trainer
+    from sde_lab.config import build_trainer
 
-    trainer = Trainer(config, workdir, progress=False)
+    trainer = build_trainer(config, workdir, progress=False)
     deadline, t0 = time.time() + 60 * minutes, time.time()
     losses, result = [], None
     while time.time() < deadline:
@@ -74,7 +74,7 @@ def main(argv=None) -> dict:
 
     from sde_lab.data import get_pixels, make_scaler
     from sde_lab.likelihood import bits_per_dim, mean_and_stderr
-    from sde_lab.train import apply_overrides, load_config, sample_from_config
+    from sde_lab.config import apply_overrides, load_config, sample_from_config
 
     pixels, _ = get_pixels("mnist", "test", n=args.n_test)
     rows, grids, curves = [], {}, {}

@@ -100,7 +100,8 @@ def checkpoint_table(args) -> list[dict]:
     from sde_lab.classifier import default_classifier_path, load_classifier
     from sde_lab.data import dataset_tensors, default_data_root, get_dataset
     from sde_lab.metrics import ClassifierFeatures, FeatureStats, frechet_distance, reference_stats
-    from sde_lab.train import config_from_dict, data_shape, load_checkpoint, load_checkpoint_score
+    from sde_lab.config import config_from_dict, data_shape, load_checkpoint_score
+    from sde_lab.training import load_checkpoint
 
     state = load_checkpoint(args.ckpt)
     config = config_from_dict(json.loads(state["config"]))

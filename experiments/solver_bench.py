@@ -29,7 +29,7 @@ import torch
 from sde_lab.analytic import make_target
 from sde_lab.metrics import sliced_wasserstein
 from sde_lab.registry import SOLVERS, make_sde
-from sde_lab.sampling import sample
+from sde_lab import sample
 
 ROOT = Path(__file__).resolve().parents[1]
 SDE_NAMES = ("ve", "vp", "subvp")

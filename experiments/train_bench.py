@@ -34,8 +34,8 @@ from pathlib import Path
 
 import torch
 
-from sde_lab.train import (EMA, Trainer, apply_overrides, build_objective, build_score_model, build_sde, data_shape, load_config,
-                           make_optimizer)
+from sde_lab.config import apply_overrides, build_objective, build_score_model, build_sde, build_trainer, data_shape, load_config
+from sde_lab.training import EMA, make_optimizer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,7 +54,7 @@ def bare_stepper(config, algorithm: bool = False):
     opt = make_optimizer(model.parameters(), config.optim)  # as the Trainer
     params = list(model.parameters())
     ema = EMA(model, float(config.model.get("ema_rate", 0.999)))
-    return _stepper(lambda: objective(model, sde, x0, draws), opt, params, ema, float(config.optim.get("grad_clip", 1.0)), algorithm)
+    return _stepper(lambda: objective(model, x0, draws), opt, params, ema, float(config.optim.get("grad_clip", 1.0)), algorithm)
 
 
 def _stepper(loss_fn, opt, params, ema, clip: float, algorithm: bool):
@@ -85,10 +85,10 @@ def overhead(config_path: Path, sets: list[str], steps: int, rounds: int, workdi
         dataset = torch.rand(2048, *data_shape(config)) * 2 - 1
     else:
         dataset = None
-    trainer = Trainer(config, workdir, dataset=dataset, progress=False)
+    trainer = build_trainer(config, workdir, dataset=dataset, progress=False)
     x0, _ = trainer._batch(0)
     g = torch.Generator().manual_seed(0)
-    draws = trainer.objective.draw(trainer.sde, x0.shape[0], trainer.shape, g, trainer.device)
+    draws = trainer.objective.draw(trainer.path, x0.shape[0], trainer.shape, g, trainer.device)
     loss_fn = lambda: trainer.loss_module(x0, draws)  # noqa: E731
     params, clip = trainer._param_list, trainer.grad_clip
     kinds = {

@@ -25,7 +25,7 @@ import torch
 
 from sde_lab.analytic import make_target
 from sde_lab.metrics import sliced_wasserstein
-from sde_lab.train import apply_overrides, load_config, sample_from_config, train
+from sde_lab.config import apply_overrides, load_config, sample_from_config, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,7 +64,7 @@ def main() -> None:
             result = train(config, workdir, progress=False)
             train_cpu, train_wall = time.process_time() - c0, time.time() - w0
         model = result.model
-        from sde_lab.train import build_sde
+        from sde_lab.config import build_sde
 
         sde = build_sde(config)
         oracle = gm.score_fn(sde)

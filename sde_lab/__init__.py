@@ -1,11 +1,14 @@
-"""sde_lab: score-based generative modelling through stochastic differential equations.
+"""sde_lab: score-based generative modelling on Gaussian paths — VE, VP, sub-VP and any path from α(t), σ(t).
 
-The curated public API; see the README for a tour. Everything downstream of training sees only a score
-function ``score_fn(x, t)`` — a network wrapped in :class:`ScoreModel`, a loaded checkpoint, or the exact
-score of an analytic :class:`GaussianMixture` are interchangeable.
+The curated public API; see the README for a tour. Everything downstream of training sees a *model*
+(:class:`DiffusionModel`: ``score``, ``eps``, ``x0``, ``velocity`` on a path) — a network wrapped in
+:class:`Model`, a loaded checkpoint, the exact oracle of an analytic :class:`GaussianMixture`, or a plain
+score function through :func:`as_model` are interchangeable. Solvers are objects called on a model, an
+initial state and an explicit time grid; :func:`sample` is the entry point that also takes names.
 """
 
-from .analytic import GaussianMixture, make_target
+from .analytic import GaussianMixture, OracleModel, make_target
+from .config import conditional_sample, sample
 from .checkpoints import load_official_checkpoint
 from .conditional import (
     ClassifierFreeGuidance,
@@ -13,36 +16,104 @@ from .conditional import (
     Colorization,
     Inpainting,
     colorize,
-    conditional_sample,
     inpaint,
     smc_inpaint,
 )
+from .config import build_model, build_trainer, load_checkpoint_score, load_config, train
+from .correctors import AnnealedLangevin, Langevin, NoCorrector
 from .data import CenteredScaler, ZeroOneScaler, dataset_info, get_dataset, get_pixels, uniform_dequantize
-from .fast_samplers import adaptive_sample, dpm_solver_pp_sample, dpm_solver_sample, heun_sample
+from .fast_samplers import (
+    AdaptiveSDE,
+    DPMSolver,
+    DPMSolverPP,
+    Heun,
+    adaptive_sample,
+    dpm_solver_pp_sample,
+    dpm_solver_sample,
+    heun_sample,
+)
+from .grids import geometric_noise_grid, karras_grid, karras_sigmas, logsnr_grid, quadratic_time_grid, uniform_time_grid
 from .likelihood import bits_per_dim, log_likelihood
-from .losses import LikelihoodWeighting, SigmaSquaredWeighting, ddpm_loss, dsm_loss, smld_loss
+from .losses import (
+    DDPMObjective,
+    DSMObjective,
+    ImportanceLikelihoodWeighting,
+    LikelihoodWeighting,
+    SigmaSquaredWeighting,
+    SMLDObjective,
+    ddpm_loss,
+    dsm_loss,
+    smld_loss,
+)
 from .metrics import energy_distance, frechet_distance, mmd2, sliced_wasserstein
+from .model import DiffusionModel, Model, ScoreModel, as_model
 from .nets import build_network
-from .sampling import SampleResult, ode_encode, ode_sample, pc_sample, sample, sdeint_sample
-from .score import ScoreModel
-from .sde import LIKELIHOOD_EPS, SAMPLING_EPS, SDE, VESDE, VPSDE, SubVPSDE
-from .train import EMA, Trainer, load_checkpoint_score, load_config, train
+from .noise import GeneratorNoise
+from .predictors import Ancestral, EulerMaruyama, NoPredictor, ProbabilityFlowEuler, ReverseDiffusion
+from .sampling import (
+    AnnealedLangevinDynamics,
+    PredictorCorrector,
+    ProbabilityFlowODE,
+    ReverseSDE,
+    SampleResult,
+    Solver,
+    ode_encode,
+    ode_sample,
+    pc_sample,
+    sdeint_sample,
+)
+from .sde import LIKELIHOOD_EPS, SAMPLING_EPS, SDE, VESDE, VPSDE, GaussianPath, SubVPSDE
+from .training import EMA, Trainer, TrainResult
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
-    # SDEs and the oracle
+    # paths and the oracle
     "SDE",
+    "GaussianPath",
     "VESDE",
     "VPSDE",
     "SubVPSDE",
     "SAMPLING_EPS",
     "LIKELIHOOD_EPS",
     "GaussianMixture",
+    "OracleModel",
     "make_target",
-    # sampling
-    "sample",
+    # models
+    "DiffusionModel",
+    "Model",
+    "ScoreModel",
+    "as_model",
+    "build_network",
+    "build_model",
+    # grids and noise
+    "uniform_time_grid",
+    "karras_sigmas",
+    "karras_grid",
+    "logsnr_grid",
+    "geometric_noise_grid",
+    "quadratic_time_grid",
+    "GeneratorNoise",
+    # solvers
+    "Solver",
     "SampleResult",
+    "PredictorCorrector",
+    "EulerMaruyama",
+    "ReverseDiffusion",
+    "Ancestral",
+    "ProbabilityFlowEuler",
+    "NoPredictor",
+    "Langevin",
+    "AnnealedLangevin",
+    "NoCorrector",
+    "AnnealedLangevinDynamics",
+    "ProbabilityFlowODE",
+    "ReverseSDE",
+    "Heun",
+    "DPMSolver",
+    "DPMSolverPP",
+    "AdaptiveSDE",
+    "sample",
     "pc_sample",
     "ode_sample",
     "ode_encode",
@@ -63,17 +134,21 @@ __all__ = [
     # likelihood
     "log_likelihood",
     "bits_per_dim",
-    # models, losses, training
-    "ScoreModel",
-    "build_network",
+    # losses, training
     "dsm_loss",
     "smld_loss",
     "ddpm_loss",
     "SigmaSquaredWeighting",
     "LikelihoodWeighting",
-    "train",
+    "ImportanceLikelihoodWeighting",
+    "DSMObjective",
+    "SMLDObjective",
+    "DDPMObjective",
     "Trainer",
+    "TrainResult",
     "EMA",
+    "train",
+    "build_trainer",
     "load_config",
     "load_checkpoint_score",
     "load_official_checkpoint",

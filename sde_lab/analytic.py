@@ -4,9 +4,11 @@ If ``x_0 ~ Σ_k w_k N(μ_k, diag(s_k²))`` and the SDE has kernel ``N(α(t) x_0,
 
     p_t = Σ_k w_k N(α μ_k, diag(α² s_k² + σ²)),
 
-so the exact score ``∇_x log p_t`` and log-density ``log p_t`` are available in closed form for every
-``t``. :meth:`GaussianMixture.score_fn` returns a ``(x, t) -> score`` callable that plugs into samplers
-and likelihood exactly like a trained network: it is the known answer every routine is tested against.
+so the exact score ``∇_x log p_t``, log-density ``log p_t`` and posterior mean ``E[x_0 | x_t]`` are
+available in closed form for every ``t`` and every path — singular endpoints included (at ``α = 0`` the
+posterior mean is the data mean). :meth:`GaussianMixture.model` returns an :class:`OracleModel` with the
+same methods as a trained network (``score``, ``eps``, ``x0``, ``velocity``), each computed exactly: it is
+the known answer every routine is tested against. :meth:`GaussianMixture.score_fn` is the same object.
 """
 
 from __future__ import annotations
@@ -17,12 +19,11 @@ from typing import Callable
 
 import torch
 
-from .score import ScoreFn
+from .model import DiffusionModel
 from .sde import SDE
-from .utils import randn
+from .utils import append_dims, randn
 
-__all__ = ["GaussianMixture", "TARGETS", "make_target", "target_names"]
-
+__all__ = ["GaussianMixture", "OracleModel", "TARGETS", "make_target", "target_names"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -133,15 +134,38 @@ class GaussianMixture:
         alpha, sigma = sde.marginal(sde._check(x, t).to(x.dtype))
         return self._score(x, alpha, sigma)
 
+    def posterior_mean(self, sde: SDE, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        r"""Exact ``E[x_0 | x_t = x]``: ``Σ_k p_t(k | x) [μ_k + α s_k² (x − α μ_k) / (α² s_k² + σ²)]``."""
+        alpha, sigma = sde.marginal(sde._check(x, t).to(x.dtype))
+        logc, r = self._component_terms(x, alpha, sigma)
+        resp = torch.softmax(logc, dim=1)[..., None]  # (B, K, 1)
+        _, mu, s = self._params(x)
+        comp = mu[None] + alpha[:, None, None] * s[None] ** 2 * r  # (B, K, D)
+        return (resp * comp).sum(1).reshape(x.shape)
+
+    def posterior_noise(self, sde: SDE, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        r"""Exact ``E[ε | x_t = x] = σ Σ_k p_t(k | x) (x − α μ_k) / (α² s_k² + σ²)`` (``= −σ ∇ log p_t``)."""
+        alpha, sigma = sde.marginal(sde._check(x, t).to(x.dtype))
+        return -append_dims(sigma, x.ndim) * self._score(x, alpha, sigma)
+
+    def marginal_velocity(self, sde: SDE, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        r"""Exact probability-flow velocity ``E[α' x_0 + σ' ε | x_t = x]``, finite where ``α(t) = 0``."""
+        da, ds = (append_dims(v.to(x.dtype), x.ndim) for v in sde.marginal_derivatives(sde._check(x, t)))
+        return da * self.posterior_mean(sde, x, t) + ds * self.posterior_noise(sde, x, t)
+
+    def model(self, sde: SDE) -> "OracleModel":
+        """The exact model of this mixture under ``sde``: score, ε, x_0 and velocity in closed form."""
+        return OracleModel(self, sde)
+
     def posterior(self, sde: SDE, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Exact component posterior ``p_t(k | x_t)`` (the oracle's noise-conditional classifier), ``(B, K)``."""
         alpha, sigma = sde.marginal(sde._check(x, t).to(x.dtype))
         logc, _ = self._component_terms(x, alpha, sigma)
         return torch.softmax(logc, dim=1)
 
-    def score_fn(self, sde: SDE) -> ScoreFn:
-        """The exact score of ``p_t`` under ``sde`` as a ``(x, t) -> score`` callable."""
-        return lambda x, t: self.marginal_score(sde, x, t)
+    def score_fn(self, sde: SDE) -> "OracleModel":
+        """The exact score of ``p_t`` under ``sde`` as a ``(x, t) -> score`` callable (the :meth:`model`)."""
+        return self.model(sde)
 
     def log_prob_fn(self, sde: SDE) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
         """The exact ``log p_t`` under ``sde`` as a ``(x, t) -> (B,)`` callable."""
@@ -214,6 +238,33 @@ class GaussianMixture:
     def classifier_fn(self, sde: SDE) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
         """The exact noise-conditional classifier ``(x, t) -> logits`` (= log ``p_t(k | x)``) under ``sde``."""
         return lambda x, t: self.log_posterior(sde, x, t)
+
+
+class OracleModel(DiffusionModel):
+    """A :class:`GaussianMixture` under a path as a model: every prediction exact (no score round trip)."""
+
+    def __init__(self, mixture: GaussianMixture, path: SDE):
+        self.mixture, self.path = mixture, path
+
+    def score(self, x, t, y=None):
+        return self._mixture(y).marginal_score(self.path, x, t)
+
+    def eps(self, x, t, y=None):
+        return self._mixture(y).posterior_noise(self.path, x, t)
+
+    def x0(self, x, t, y=None):
+        return self._mixture(y).posterior_mean(self.path, x, t)
+
+    def velocity(self, x, t, y=None):
+        return self._mixture(y).marginal_velocity(self.path, x, t)
+
+    def _mixture(self, y):
+        if y is not None:
+            raise ValueError("the oracle model is unconditional; sample a component with mixture.component(k).model(path)")
+        return self.mixture
+
+    def __repr__(self) -> str:
+        return f"OracleModel({self.mixture.n_components} components, {self.path!r})"
 
 
 # --- named targets -----------------------------------------------------------------------------

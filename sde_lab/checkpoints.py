@@ -23,9 +23,9 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from .nets import build_network
-from .registry import make_sde
-from .score import ScoreModel
+from .config import build_model, build_network, build_sde
+from .model import ScoreModel
+from .training import CheckpointError
 
 __all__ = [
     "CheckpointError",
@@ -43,62 +43,21 @@ _DOWNLOAD_HINT = (
 )
 
 
-class CheckpointError(ValueError):
-    """A checkpoint that is missing, unreadable or does not match the network built from the config."""
-
-
 def sde_from_config(config) -> Any:
     """The forward SDE named ``config.training.sde`` (``ve``, ``vp``, ``subvp``) with the model's σ/β range."""
-    name = config.training.sde
-    m = config.model
-    kwargs: dict[str, float] = {}
-    if name == "ve":
-        kwargs = {"sigma_min": m.get("sigma_min", 0.01), "sigma_max": m.get("sigma_max", 50.0)}
-    elif name in ("vp", "subvp"):
-        kwargs = {"beta_min": m.get("beta_min", 0.1), "beta_max": m.get("beta_max", 20.0)}
-    return make_sde(name, **kwargs)
-
-
-def _conventions(config) -> tuple[str, str]:
-    """(prediction, time_label) of a score_sde model: explicit in the config, or score_sde's defaults.
-
-    score_sde (``models/utils.py::get_score_fn``) for continuous training: VP / sub-VP networks predict
-    the noise from ``999 t``; VE networks get ``σ(t)`` and output the score, divided by ``σ`` inside the
-    network when ``scale_by_sigma`` (here: ``prediction="scaled_score"``, done by ``ScoreModel``).
-    Discrete-time models: VP uses ``index`` labels, VE ``reversed_index`` labels.
-    """
-    m, sde_name = config.model, config.training.sde
-    continuous = config.training.get("continuous", True)
-    scale_by_sigma = bool(m.get("scale_by_sigma", False))
-    if sde_name == "ve":
-        prediction = "scaled_score" if scale_by_sigma else "score"
-        time_label = "sigma" if continuous else "reversed_index"
-    else:
-        prediction = "noise"
-        time_label = "999t" if continuous else "index"
-    prediction = m.get("prediction", prediction)
-    time_label = m.get("time_label", time_label)
-    if scale_by_sigma and prediction != "scaled_score":
-        raise ValueError(
-            f"config.model.scale_by_sigma=True means the network predicts sigma(t) * score, i.e. "
-            f"prediction='scaled_score', but config.model.prediction={prediction!r}"
-        )
-    return prediction, time_label
+    return build_sde(config)
 
 
 def score_model_from_config(net: nn.Module, config) -> ScoreModel:
-    """Wrap ``net`` in a :class:`ScoreModel` with the SDE and conventions the config describes.
+    """Wrap ``net`` with the path and conventions the config describes (:func:`sde_lab.config.model_conventions`).
 
     VP/sub-VP DDPM++ (cont.): ``prediction="noise"`` (``s = -net/σ(t)``), ``time_label="999t"``.
     VE NCSN++ (cont.): ``prediction="scaled_score"`` (``s = net/σ(t)``), ``time_label="sigma"``.
+    Discrete-time VP (``vp/cifar10_ddpmpp``): label ``t (N − 1)``, ``σ_i = √(1 − ᾱ_i)`` at ``⌊t (N − 1)⌋``;
+    discrete-time VE (``ve/cifar10_ncsnpp``): label ``round((T − t)(N − 1))``, the SMLD level ``σ_i``.
     ``config.model.prediction`` / ``config.model.time_label`` override the defaults.
     """
-    prediction, time_label = _conventions(config)
-    n_discrete = None
-    if time_label in ("index", "reversed_index"):
-        n_discrete = int(config.model.get("num_scales", 1000))
-    return ScoreModel(net, sde_from_config(config), prediction=prediction, time_label=time_label,
-                      n_discrete=n_discrete)
+    return build_model(config, net=net)
 
 
 def _read(path: str | os.PathLike, trusted: bool = False) -> Mapping[str, Any]:
@@ -207,3 +166,4 @@ def load_official_checkpoint(path: str | os.PathLike, config, *, use_ema: bool =
     net = build_network(config)
     load_network_weights(net, ckpt["model"], ema_params, source=source)
     return score_model_from_config(net, config).to(device).eval()
+

@@ -2,11 +2,11 @@ r"""Correctors: score-based MCMC at a fixed time ``t`` that moves ``x`` towards 
 
 A corrector runs at grid time ``t``; ``t_next < t`` is the next grid time and sets the step-size factor
 
-    α_i = a²,   (a, _) = sde.transition(t_next, t),
+    α_i = a²,   (a, _) = path.transition(t_next, t),
 
-which is ``1`` for VE and ``≈ 1 - β_i`` for VP (the ``α_i`` of Song et al. 2021, Algorithm 5), and the
-same construction for any other SDE. A step returns ``(x, x_mean)``: the sample and its value before the
-last noise injection. ``nfe_per_step`` is the exact number of score evaluations of one call.
+which is ``1`` for VE and ``≈ 1 − β_i`` for VP (the ``α_i`` of Song et al. 2021, Algorithm 5), and the
+same construction for any other path. A step returns ``(x, x_mean)``: the sample and its value before the
+last noise injection. ``nfe_per_step`` is the exact number of model evaluations of one call.
 """
 
 from __future__ import annotations
@@ -17,23 +17,22 @@ from dataclasses import dataclass
 
 import torch
 
-from .score import ScoreFn
-from .sde import SDE
-from .utils import append_dims, randn_like
+from .model import DiffusionModel
+from .noise import NoiseLike, draw_normal
+from .utils import append_dims
 
 __all__ = ["Corrector", "Langevin", "AnnealedLangevin", "NoCorrector"]
 
 
-
 def _check_hparams(snr: float, n_steps: int) -> None:
-    if not (isinstance(snr, (int, float)) and math.isfinite(snr) and snr > 0):
+    if isinstance(snr, bool) or not (isinstance(snr, (int, float)) and math.isfinite(snr) and snr > 0):
         raise ValueError(f"snr must be a positive finite number, got {snr!r}")
     if not isinstance(n_steps, int) or isinstance(n_steps, bool) or n_steps < 1:
         raise ValueError(f"n_steps must be a positive integer, got {n_steps!r}")
 
 
-def _alpha(sde: SDE, t: torch.Tensor, t_next: torch.Tensor) -> torch.Tensor:
-    a, _ = sde.transition(t_next, t)
+def _alpha(path, t: torch.Tensor, t_next: torch.Tensor) -> torch.Tensor:
+    a, _ = path.transition(t_next, t)
     return a**2
 
 
@@ -44,17 +43,11 @@ class Corrector(abc.ABC):
     @property
     @abc.abstractmethod
     def nfe_per_step(self) -> int:
-        """Score evaluations per call of :meth:`step`."""
+        """Model evaluations per call of :meth:`step`."""
 
     @abc.abstractmethod
     def step(
-        self,
-        sde: SDE,
-        score_fn: ScoreFn,
-        x: torch.Tensor,
-        t: torch.Tensor,
-        t_next: torch.Tensor,
-        generator: torch.Generator | None = None,
+        self, model: DiffusionModel, x: torch.Tensor, t: torch.Tensor, t_next: torch.Tensor, noise: NoiseLike = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(x, x_mean)`` after the corrector's steps at time ``t``."""
 
@@ -67,7 +60,8 @@ class Langevin(Corrector):
 
     with signal-to-noise ratio ``r = snr``. As in the reference implementation, ``‖z‖`` and ``‖s‖`` are
     per-sample norms averaged over the batch, so a single sample with a vanishing score cannot take a
-    huge step.
+    huge step. A score that vanishes for the whole batch (a zero-initialised network) gives ``ε = 0``:
+    the step leaves ``x`` unchanged instead of returning NaN.
     """
 
     snr: float = 0.16
@@ -80,16 +74,21 @@ class Langevin(Corrector):
     def nfe_per_step(self) -> int:
         return self.n_steps
 
-    def step(self, sde, score_fn, x, t, t_next, generator=None):
-        alpha = append_dims(_alpha(sde, t, t_next), x.ndim)
+    def step_size(self, score: torch.Tensor, z: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+        """``ε = 2 α (r ‖z‖ / ‖s‖)²`` (0 where the mean score norm is 0), broadcast over ``score``'s shape."""
+        grad_norm = score.flatten(1).norm(dim=1).mean()
+        noise_norm = z.flatten(1).norm(dim=1).mean()
+        ratio = torch.where(grad_norm > 0, self.snr * noise_norm / grad_norm.clamp_min(torch.finfo(grad_norm.dtype).tiny),
+                            torch.zeros_like(grad_norm))
+        return append_dims(2 * alpha * ratio**2, score.ndim)
+
+    def step(self, model, x, t, t_next, noise=None):
+        alpha = _alpha(model.path, t, t_next)
         x_mean = x
         for _ in range(self.n_steps):
-            grad = score_fn(x, t)
-            z = randn_like(x, generator)
-            grad_norm = grad.flatten(1).norm(dim=1).mean()
-            noise_norm = z.flatten(1).norm(dim=1).mean()
-            tiny = torch.finfo(grad_norm.dtype).tiny
-            step_size = 2 * alpha * (self.snr * noise_norm / grad_norm.clamp_min(tiny)) ** 2
+            grad = model.score(x, t)
+            z = draw_normal(noise, x)
+            step_size = self.step_size(grad, z, alpha)
             x_mean = x + step_size * grad
             x = x_mean + torch.sqrt(2 * step_size) * z
         return x, x_mean
@@ -115,14 +114,15 @@ class AnnealedLangevin(Corrector):
     def nfe_per_step(self) -> int:
         return self.n_steps
 
-    def step(self, sde, score_fn, x, t, t_next, generator=None):
-        _, sigma = sde.marginal(t)
-        step_size = append_dims(2 * _alpha(sde, t, t_next) * (self.snr * sigma) ** 2, x.ndim)
+    def step(self, model, x, t, t_next, noise=None):
+        path = model.path
+        _, sigma = path.marginal(t)
+        step_size = append_dims(2 * _alpha(path, t, t_next) * (self.snr * sigma) ** 2, x.ndim)
         noise_scale = torch.sqrt(2 * step_size)
         x_mean = x
         for _ in range(self.n_steps):
-            x_mean = x + step_size * score_fn(x, t)
-            x = x_mean + noise_scale * randn_like(x, generator)
+            x_mean = x + step_size * model.score(x, t)
+            x = x_mean + noise_scale * draw_normal(noise, x)
         return x, x_mean
 
 
@@ -134,5 +134,5 @@ class NoCorrector(Corrector):
     def nfe_per_step(self) -> int:
         return 0
 
-    def step(self, sde, score_fn, x, t, t_next, generator=None):
+    def step(self, model, x, t, t_next, noise=None):
         return x, x

@@ -36,7 +36,7 @@ import torch
 from scipy.integrate import solve_ivp
 
 from .data import DataScaler, uniform_dequantize
-from .score import ScoreFn
+from .model import DiffusionModel, as_model
 from .sde import LIKELIHOOD_EPS, SDE
 from .utils import batch_sum
 
@@ -273,9 +273,9 @@ class BitsPerDimResult:
 
 def _resolve_divergence(divergence, probe: str, n_probes: int) -> DivergenceEstimator:
     if isinstance(divergence, str):
-        from .registry import DIVERGENCES, lookup  # strings resolve at the edge; lazy: registry imports us
-
-        cls = lookup(DIVERGENCES, divergence, "divergence")
+        cls = _DIVERGENCES.get(divergence)
+        if cls is None:
+            raise ValueError(f"unknown divergence {divergence!r}; valid choices: {', '.join(sorted(_DIVERGENCES))}")
         if cls is HutchinsonDivergence:
             return cls(probe=probe, n_probes=n_probes)
         if probe != "rademacher" or n_probes != 1:
@@ -297,6 +297,9 @@ def _resolve_divergence(divergence, probe: str, n_probes: int) -> DivergenceEsti
     )
 
 
+_DIVERGENCES = {"exact": ExactDivergence, "hutchinson": HutchinsonDivergence}
+
+
 def _check_positive(name: str, value) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
         raise ValueError(f"{name} must be a positive finite number, got {value!r}")
@@ -304,9 +307,9 @@ def _check_positive(name: str, value) -> float:
 
 
 def log_likelihood(
-    sde: SDE,
-    score_fn: ScoreFn,
-    x: torch.Tensor,
+    sde: SDE | DiffusionModel,
+    score_fn,
+    x: torch.Tensor | None = None,
     *,
     divergence: str | DivergenceEstimator = "hutchinson",
     probe: str = "rademacher",
@@ -320,15 +323,18 @@ def log_likelihood(
 ) -> LikelihoodResult:
     r"""``log p_eps(x)`` per sample by integrating the probability-flow ODE from ``eps`` to ``T``.
 
-    Solves ``d[x, Δ]/dt = [f̃(x, t), ∇·f̃(x, t)]`` with ``f̃ = sde.probability_flow_drift`` (Song et al. 2021,
-    eq. (13)), ``x(eps) = x``, ``Δ(eps) = 0``, jointly for the whole batch with
+    Solves ``d[x, Δ]/dt = [f̃(x, t), ∇·f̃(x, t)]`` with ``f̃`` the model's probability-flow velocity
+    (``f x − ½ g² s`` for a score; Song et al. 2021, eq. (13)), ``x(eps) = x``, ``Δ(eps) = 0``, jointly for the
+    whole batch with
     ``scipy.integrate.solve_ivp`` on a float64 state, and returns
     ``log p_eps(x) = sde.prior_log_prob(x(T)) + Δ(T)`` (Song et al. 2021, eq. (39)).
 
+    Called as ``log_likelihood(model, x, ...)`` or (v1) ``log_likelihood(sde, score_fn, x, ...)``.
+
     Args:
-        sde: the forward SDE the score belongs to.
-        score_fn: ``s(x, t)`` with ``x`` of shape ``(B, ...)`` and ``t`` of shape ``(B,)``; must be
-            differentiable in ``x`` and treat samples independently.
+        sde: the forward SDE the score belongs to (or a :class:`~sde_lab.model.DiffusionModel`, then ``x`` second).
+        score_fn: ``s(x, t)`` with ``x`` of shape ``(B, ...)`` and ``t`` of shape ``(B,)``, or a model of ``sde``;
+            must be differentiable in ``x`` and treat samples independently.
         x: data, shape ``(B, ...)`` (batch first, any event shape).
         divergence: ``"exact"``, ``"hutchinson"`` or a :class:`DivergenceEstimator` object.
         probe: ``"rademacher"`` or ``"gaussian"`` (string ``"hutchinson"`` only).
@@ -344,6 +350,13 @@ def log_likelihood(
         ValueError: bad arguments or data. LikelihoodError: the solver failed, or the drift or its
         divergence became NaN/Inf.
     """
+    if isinstance(sde, SDE):
+        model = as_model(sde, score_fn)
+    else:
+        if x is not None:
+            raise ValueError("log_likelihood(model, x, ...) takes a model and the data; the v1 form is (sde, score_fn, x)")
+        model, x = as_model(None, sde), score_fn
+    sde = model.path
     estimator = _resolve_divergence(divergence, probe, n_probes)
     rtol, atol = _check_positive("rtol", rtol), _check_positive("atol", atol)
     T = float(sde.T)
@@ -368,7 +381,7 @@ def log_likelihood(
     probes = estimator.draw_probes(x.to(compute_dtype), generator)
 
     def drift_fn(xx: torch.Tensor, tt: torch.Tensor) -> torch.Tensor:
-        return sde.probability_flow_drift(xx, tt, score_fn(xx, tt))
+        return model.velocity(xx, tt)
 
     def rhs(t: float, y: np.ndarray) -> np.ndarray:
         xt = torch.from_numpy(y[:n_x]).reshape(shape).to(device=device, dtype=compute_dtype)
@@ -457,7 +470,7 @@ def mean_and_stderr(values: torch.Tensor) -> tuple[float, float]:
 
 def bits_per_dim(
     sde: SDE,
-    score_fn: ScoreFn,
+    score_fn,
     pixels: torch.Tensor,
     scaler: DataScaler,
     *,

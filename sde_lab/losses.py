@@ -19,10 +19,19 @@ Discrete losses: :func:`smld_loss` (NCSN, Song & Ermon 2019, eq. (5) with ``λ_i
 ``VESDE.smld_sigmas(N)``, and :func:`ddpm_loss` (Ho et al. 2020, ``L_simple``) over
 ``VPSDE.ddpm_schedule(N)``; both take the schedule tensor, so no loss looks at the SDE's class.
 
-Each loss compares the network's *output* with the output that the target score corresponds to
-(:meth:`ScoreModel.output_from_score`), so a noise-predicting network trained with σ² weighting
-computes exactly ``‖ε_θ - z‖²``; a plain score function (e.g. the analytic oracle) is also accepted.
-``reduce`` sums (``"sum"``) or averages (``"mean"``) over the non-batch dimensions.
+Each loss is written on the network's *own* target (:class:`~sde_lab.model.Model`: ε, score, x_0, v,
+velocity, EDM's ``F``): with ``s = a(t) x + c(t) · out``,
+
+    λ(t) ‖s_θ(x_t, t) + z/σ‖² = λ(t) c(t)² ‖out_θ − out*‖²,     out* = the output for ``(x_0, z)``,
+
+so a noise-predicting network trained with σ² weighting computes exactly ``‖ε_θ − z‖²`` and an
+x_0-predicting one ``(α²/σ²) ‖x̂_0 − x_0‖²`` (tested as that identity). Any other model (the analytic
+oracle, a plain score function) is compared in score space. ``reduce`` sums (``"sum"``) or averages
+(``"mean"``) over the non-batch dimensions.
+
+:class:`DSMObjective`, :class:`SMLDObjective` and :class:`DDPMObjective` bundle a loss with its time law
+for the :class:`~sde_lab.training.Trainer`: ``draw`` draws the noise for a whole (global) batch,
+``__call__`` evaluates the per-sample loss on it.
 """
 
 from __future__ import annotations
@@ -33,7 +42,7 @@ from typing import Protocol, Union
 
 import torch
 
-from .score import ScoreFn, ScoreModel
+from .model import DiffusionModel, Model, ScoreFn
 from .sde import SDE, DDPMSchedule
 from .utils import append_dims, randn
 
@@ -47,6 +56,10 @@ __all__ = [
     "smld_loss",
     "ddpm_loss",
     "REDUCTIONS",
+    "Objective",
+    "DSMObjective",
+    "SMLDObjective",
+    "DDPMObjective",
 ]
 
 TRAIN_EPS = 1e-5
@@ -54,7 +67,7 @@ TRAIN_EPS = 1e-5
 
 REDUCTIONS = ("mean", "sum")
 
-Model = Union[ScoreModel, ScoreFn]
+ModelLike = Union[DiffusionModel, ScoreFn]
 
 
 def _uniform(n: int, generator, device, dtype) -> torch.Tensor:
@@ -106,13 +119,15 @@ class LikelihoodWeighting:
 
 
 @functools.lru_cache(maxsize=32)
-def _importance_table(sde: SDE, eps: float, n_grid: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Grid ``t_k`` (geometric, dense near ε where ``g²/σ²`` ~ 1/t for VP), CDF ``F_k`` and cell densities."""
+def _importance_table(sde: SDE, eps: float, n_grid: int, device: str = "cpu") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Grid ``t_k`` (geometric, dense near ε where ``g²/σ²`` ~ 1/t for VP), CDF ``F_k`` and cell densities,
+    built once per device so that drawing ``t`` never synchronises with the host."""
     t = torch.logspace(torch.log10(torch.tensor(eps)), torch.log10(torch.tensor(sde.T)), n_grid, dtype=torch.float64)
     q = sde.diffusion(t) ** 2 / sde.marginal(t)[1] ** 2
     cum = torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumsum(0.5 * (q[1:] + q[:-1]) * torch.diff(t), 0)])
     cdf = cum / cum[-1]
-    return t, cdf, torch.diff(cdf) / torch.diff(t)  # the sampler's exact piecewise-constant density
+    dens = torch.diff(cdf) / torch.diff(t)  # the sampler's exact piecewise-constant density
+    return t.to(device), cdf.to(device), dens.to(device)
 
 
 @dataclass(frozen=True)
@@ -127,23 +142,24 @@ class ImportanceLikelihoodWeighting:
     eps: float = TRAIN_EPS
     n_grid: int = 4097
 
-    def _table(self, sde):
+    def _table(self, sde, device):
         _check_eps(self.eps, sde.T)
-        return _importance_table(sde, float(self.eps), int(self.n_grid))
+        return _importance_table(sde, float(self.eps), int(self.n_grid), str(torch.device(device or "cpu")))
 
     def sample(self, sde, n, *, generator=None, device=None, dtype=torch.float32):
-        grid, cdf, _ = self._table(sde)
-        u = _uniform(n, generator, "cpu" if generator is None else generator.device, torch.float64).cpu()
+        device = torch.device(device) if device is not None else (generator.device if generator is not None else torch.device("cpu"))
+        grid, cdf, _ = self._table(sde, device)
+        u = _uniform(n, generator, device, torch.float64)
         k = torch.searchsorted(cdf, u, right=True).clamp(1, len(grid) - 1) - 1
         frac = (u - cdf[k]) / (cdf[k + 1] - cdf[k])
         t = grid[k] + frac * (grid[k + 1] - grid[k])
-        return t.clamp(self.eps, sde.T).to(device=device, dtype=dtype)
+        return t.clamp(self.eps, sde.T).to(dtype=dtype)
 
     def density(self, sde, t: torch.Tensor) -> torch.Tensor:
         """The sampler's density ``p(t)`` at ``t`` (shape ``(B,)``)."""
-        grid, _, dens = self._table(sde)
-        k = torch.searchsorted(grid, t.detach().to("cpu", torch.float64), right=True).clamp(1, len(grid) - 1) - 1
-        return dens[k].to(device=t.device, dtype=t.dtype)
+        grid, _, dens = self._table(sde, t.device)
+        k = torch.searchsorted(grid, t.detach().to(torch.float64), right=True).clamp(1, len(grid) - 1) - 1
+        return dens[k].to(dtype=t.dtype)
 
     def weight(self, sde, t):
         return sde.diffusion(t) ** 2 / ((sde.T - self.eps) * self.density(sde, t))
@@ -157,17 +173,15 @@ def _reduce(sq: torch.Tensor, reduce: str) -> torch.Tensor:
     raise ValueError(f"unknown reduce {reduce!r}; valid choices: {', '.join(REDUCTIONS)}")
 
 
-def _weighted_error(model: Model, x_t, t, target_score, weight, reduce, y=None) -> torch.Tensor:
-    """``weight · ‖s(x_t, t[, y]) - target_score‖²``, computed in the network's output space when possible."""
-    if isinstance(model, ScoreModel):
+def _weighted_error(model: ModelLike, x0, z, x_t, t, target_score, weight, reduce, y=None) -> torch.Tensor:
+    """``weight · ‖s(x_t, t[, y]) − target_score‖²``, computed on the network's own target when it is a :class:`Model`."""
+    if isinstance(model, Model):
         out = model.output(x_t, t, y)
-        if out.shape != x_t.shape:
-            raise ValueError(f"the network returned shape {tuple(out.shape)} for input of shape {tuple(x_t.shape)}")
         out = out.to(torch.promote_types(out.dtype, torch.float32))  # bf16/fp16 outputs: loss in float32
-        target = model.output_from_score(target_score.to(out.dtype), t)
-        weight = weight * model.output_scale(t) ** 2  # ‖s - s*‖² = c(t)² ‖out - out*‖²
+        target = model.output_target(x0.to(out.dtype), z.to(out.dtype), x_t.to(out.dtype), t)
+        weight = weight * model.output_weight(t, x_t)  # ‖s − s*‖² = c(t)² ‖out − out*‖²
     else:
-        out = model(x_t, t) if y is None else model(x_t, t, y)
+        out = model.score(x_t, t, y) if isinstance(model, DiffusionModel) else (model(x_t, t) if y is None else model(x_t, t, y))
         if out.shape != x_t.shape:
             raise ValueError(f"the score function returned shape {tuple(out.shape)} for input of shape {tuple(x_t.shape)}")
         target = target_score
@@ -184,7 +198,7 @@ def _check_batch(x0: torch.Tensor, t: torch.Tensor | None, z: torch.Tensor | Non
 
 
 def dsm_loss(
-    model: Model,
+    model: ModelLike,
     sde: SDE,
     x0: torch.Tensor,
     *,
@@ -209,7 +223,7 @@ def dsm_loss(
     alpha, sigma = sde.marginal(t)
     x_t = append_dims(alpha, x0.ndim) * x0 + append_dims(sigma, x0.ndim) * z
     target = -z / append_dims(sigma, x0.ndim)
-    return _weighted_error(model, x_t, t, target, weighting.weight(sde, t), reduce, y)
+    return _weighted_error(model, x0, z, x_t, t, target, weighting.weight(sde, t), reduce, y)
 
 
 def _discrete_draw(N: int, x0, generator, index, z):
@@ -230,7 +244,7 @@ def _check_schedule(name: str, v: torch.Tensor) -> int:
 
 
 def smld_loss(
-    model: Model,
+    model: ModelLike,
     sde: SDE,
     x0: torch.Tensor,
     sigmas: torch.Tensor,
@@ -251,13 +265,13 @@ def smld_loss(
     N = _check_schedule("sigmas", sigmas)
     index, z = _discrete_draw(N, x0, generator, index, z)
     sig = sigmas.to(x0.device, x0.dtype)[index]
-    t = index.to(x0.dtype) * (sde.T / (N - 1))
+    t = index.to(torch.float64) * (sde.T / (N - 1))  # float64: the model's index convention recovers i exactly
     x_t = x0 + append_dims(sig, x0.ndim) * z
-    return _weighted_error(model, x_t, t, -z / append_dims(sig, x0.ndim), sig**2, reduce, y)
+    return _weighted_error(model, x0, z, x_t, t, -z / append_dims(sig, x0.ndim), sig**2, reduce, y)
 
 
 def ddpm_loss(
-    model: Model,
+    model: ModelLike,
     sde: SDE,
     x0: torch.Tensor,
     schedule: DDPMSchedule,
@@ -279,6 +293,97 @@ def ddpm_loss(
     index, z = _discrete_draw(N, x0, generator, index, z)
     abar = abar.to(x0.device, torch.float64)[index]
     a, sig = abar.sqrt().to(x0.dtype), (1 - abar).sqrt().to(x0.dtype)
-    t = index.to(x0.dtype) * (sde.T / (N - 1))
+    t = index.to(torch.float64) * (sde.T / (N - 1))  # float64: the model's index convention recovers i exactly
     x_t = append_dims(a, x0.ndim) * x0 + append_dims(sig, x0.ndim) * z
-    return _weighted_error(model, x_t, t, -z / append_dims(sig, x0.ndim), sig**2, reduce, y)
+    return _weighted_error(model, x0, z, x_t, t, -z / append_dims(sig, x0.ndim), sig**2, reduce, y)
+
+
+# --- objectives: a loss and its time law, for the trainer ------------------------------------------------
+
+
+class Objective(Protocol):
+    """What the trainer needs: noise for a global batch (sliced per rank) and the per-sample loss on it."""
+
+    def draw(self, path: SDE, n: int, shape: tuple[int, ...], generator: torch.Generator, device) -> dict[str, torch.Tensor]: ...
+
+    def __call__(self, model, x0: torch.Tensor, draws: dict[str, torch.Tensor], y: torch.Tensor | None = None) -> torch.Tensor: ...
+
+
+def _noise(n, shape, generator, device):
+    return torch.randn((n, *shape), generator=generator, device=generator.device).to(device)
+
+
+def _path_of(model) -> SDE:
+    path = getattr(model, "path", None)
+    if not isinstance(path, SDE):
+        raise ValueError(f"the model must carry its path (an sde_lab Model), got {type(model).__name__}")
+    return path
+
+
+@dataclass(frozen=True)
+class DSMObjective:
+    """Continuous weighted DSM (:func:`dsm_loss`) with ``t`` from the weighting's time law."""
+
+    weighting: TimeWeighting = SigmaSquaredWeighting()
+    reduce: str = "sum"
+
+    def __post_init__(self):
+        if self.reduce not in REDUCTIONS:
+            raise ValueError(f"unknown reduce {self.reduce!r}; valid choices: {', '.join(REDUCTIONS)}")
+
+    def draw(self, path, n, shape, generator, device):
+        return {"t": self.weighting.sample(path, n, generator=generator, device=device), "z": _noise(n, shape, generator, device)}
+
+    def __call__(self, model, x0, draws, y=None):
+        return dsm_loss(model, _path_of(model), x0, weighting=self.weighting, reduce=self.reduce, t=draws["t"],
+                        z=draws["z"], y=y)
+
+
+def _check_chain(path: SDE, n: int, kind: str) -> None:
+    """The discrete chain must be the path's own: SMLD needs α ≡ 1, DDPM needs α² + σ² = 1 (variance preserving)."""
+    from .sde import discrete_times
+
+    t = discrete_times(n, path.T)
+    alpha, sigma = path.marginal(t)
+    if kind == "smld" and not torch.allclose(alpha, torch.ones_like(alpha), rtol=0, atol=1e-12):
+        raise ValueError(f"the SMLD loss trains the chain x_0 + σ_i z, which needs a path with α ≡ 1 (VE); {path!r} is not one: "
+                         "use training.discrete_loss='ddpm' for VP or continuous training")
+    if kind == "ddpm" and not torch.allclose(alpha**2 + sigma**2, torch.ones_like(alpha), rtol=0, atol=1e-6):
+        raise ValueError(f"the DDPM loss trains the variance-preserving chain (α_i² + σ_i² = 1), but {path!r} does not "
+                         "preserve variance (e.g. sub-VP): use continuous training (training.continuous=True)")
+
+
+@dataclass(frozen=True)
+class SMLDObjective:
+    """The NCSN loss (:func:`smld_loss`) over the path's ``n`` SMLD levels, ``i ~ U{0..n−1}``."""
+
+    n: int = 1000
+    reduce: str = "sum"
+
+    def draw(self, path, n, shape, generator, device):
+        _check_chain(path, self.n, "smld")
+        i = torch.randint(0, self.n, (n,), generator=generator, device=generator.device).to(device)
+        return {"index": i, "z": _noise(n, shape, generator, device)}
+
+    def __call__(self, model, x0, draws, y=None):
+        path = _path_of(model)
+        return smld_loss(model, path, x0, path.smld_sigmas(self.n, dtype=torch.float32, device=x0.device),
+                         reduce=self.reduce, index=draws["index"], z=draws["z"], y=y)
+
+
+@dataclass(frozen=True)
+class DDPMObjective:
+    """DDPM's ``L_simple`` (:func:`ddpm_loss`) over the path's ``n``-step chain, ``i ~ U{0..n−1}``."""
+
+    n: int = 1000
+    reduce: str = "sum"
+
+    def draw(self, path, n, shape, generator, device):
+        _check_chain(path, self.n, "ddpm")
+        i = torch.randint(0, self.n, (n,), generator=generator, device=generator.device).to(device)
+        return {"index": i, "z": _noise(n, shape, generator, device)}
+
+    def __call__(self, model, x0, draws, y=None):
+        path = _path_of(model)
+        return ddpm_loss(model, path, x0, path.ddpm_schedule(self.n, device=x0.device), reduce=self.reduce,
+                         index=draws["index"], z=draws["z"], y=y)

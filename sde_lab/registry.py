@@ -1,8 +1,15 @@
-"""Read-only name → constructor tables, used by the CLI and configs (strings stay at the edge).
+"""Read-only name → constructor tables: the only place where names become objects.
 
-Library functions take objects; only the CLI, configs and the string-valued options of the
-:func:`sde_lab.sample` entry point resolve names here. Each table maps a name to a constructor (or
-function) and a one-line description; :func:`lookup` raises ``ValueError`` listing the valid names.
+Used by :func:`sde_lab.sample` (the entry point that accepts names), ``sde_lab.config`` (configs → objects)
+and the command line. The library below them takes objects only and never imports this module. Each
+table maps a name to a constructor (or function) and a one-line description; :func:`lookup` raises
+``ValueError`` listing the valid names.
+
+:data:`SOLVERS` entries are *factories* ``factory(path, steps, eps, t_max, **options) -> (solver, grid)``:
+each builds the solver object from its own named options (every option given is passed on — none is
+dropped for equalling a default) and the solver's default grid for ``steps``, with the v1 meaning of
+``steps`` per solver (intervals for ``pc``/``sdeint``, levels for ``ald`` and ``heun``, the NFE budget for
+``dpm_solver``, the number of steps for ``dpm_solver_pp``).
 """
 
 from __future__ import annotations
@@ -10,20 +17,40 @@ from __future__ import annotations
 from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
+import torch
+
+from . import correctors as _corr
+from . import fast_samplers as _fast
+from . import grids as _grids
+from . import likelihood as _lik
+from . import losses as _losses
+from . import metrics as _metrics
+from . import predictors as _pred
+from . import sampling as _sampling
 from .analytic import TARGETS as _TARGETS
+from .data import DATASETS as _DATASETS
+from .model import PARAMETRIZATIONS as _PARAMS
+from .model import TIME_INPUTS as _TIME_INPUTS
 from .sde import VESDE, VPSDE, SubVPSDE
 
 __all__ = [
     "lookup",
     "make_sde",
+    "make_predictor",
+    "make_corrector",
+    "make_solver",
+    "solver_options",
     "SDES",
     "TARGETS",
     "PREDICTORS",
     "CORRECTORS",
     "SOLVERS",
+    "GRIDS",
     "DIVERGENCES",
     "PROBES",
     "WEIGHTINGS",
+    "PARAMETRIZATIONS",
+    "TIME_INPUTS",
     "DATASETS",
     "METRICS",
 ]
@@ -41,7 +68,7 @@ def lookup(table: Mapping[str, tuple[Callable[..., Any], str]], name: str, kind:
         raise ValueError(f"unknown {kind} {name!r}; valid choices: {', '.join(sorted(table))}") from None
 
 
-# --- SDEs ---------------------------------------------------------------------------------------
+# --- paths / SDEs -------------------------------------------------------------------------------
 SDES = _table(
     {
         "ve": (VESDE, "variance exploding (SMLD/NCSN limit), sigma_min=0.01, sigma_max=50"),
@@ -59,57 +86,195 @@ def make_sde(name: str, **kwargs) -> Any:
 # --- analytic oracle targets --------------------------------------------------------------------
 TARGETS = _table(_TARGETS)
 
-# --- samplers (predictors, correctors, solvers) --------------------------------------------------
-from . import correctors as _corr  # noqa: E402
-from . import predictors as _pred  # noqa: E402
-from . import sampling as _sampling  # noqa: E402
-from . import fast_samplers as _fast  # noqa: E402
+# --- parametrizations and time inputs of sde_lab.model.Model --------------------------------------
+PARAMETRIZATIONS = _table({name: (cls, cls.__doc__.strip().splitlines()[0]) for name, cls in _PARAMS.items()})
+TIME_INPUTS = tuple(_TIME_INPUTS)
 
+# --- predictors, correctors ---------------------------------------------------------------------
 PREDICTORS = _table(
     {
         "euler_maruyama": (_pred.EulerMaruyama, "Euler-Maruyama on the reverse SDE"),
         "probability_flow": (_pred.ProbabilityFlowEuler, "Euler step of the probability-flow ODE"),
         "reverse_diffusion": (_pred.ReverseDiffusion, "reverse diffusion, Song et al. 2021 eq. (46)"),
-        "ancestral": (_pred.Ancestral, "ancestral sampling (DDPM for VP, SMLD for VE, any linear SDE)"),
+        "ancestral": (_pred.Ancestral, "ancestral sampling (DDPM for VP, SMLD for VE, any affine path)"),
         "none": (_pred.NoPredictor, "no predictor (identity step)"),
     }
 )
 CORRECTORS = _table(
     {
-        "langevin": (_corr.Langevin, "Langevin corrector, step from snr and score/noise norms (Song et al. 2021, Alg. 4-5)"),
-        "ald": (_corr.AnnealedLangevin, "annealed Langevin dynamics, step from snr and sigma(t) (Song & Ermon 2019)"),
+        "langevin": (_corr.Langevin, "Langevin corrector, step from snr and score/noise norms (Song et al. 2021, Alg. 4-5), snr 0.16"),
+        "ald": (_corr.AnnealedLangevin, "annealed Langevin dynamics, step from snr and sigma(t) (Song & Ermon 2019), snr 0.16"),
         "none": (_corr.NoCorrector, "no corrector"),
     }
 )
-# name -> solver(sde, score_fn, shape, *, steps, eps, generator, device, **options) -> SampleResult
+
+
+def make_predictor(name_or_obj) -> _pred.Predictor:
+    """A predictor from its name (or as given)."""
+    if isinstance(name_or_obj, _pred.Predictor):
+        return name_or_obj
+    return lookup(PREDICTORS, name_or_obj, "predictor")()
+
+
+def make_corrector(name_or_obj, *, snr: float | None = None, n_steps: int | None = None) -> _corr.Corrector:
+    """A corrector from its name with the options given (each is passed on; ``none`` takes none)."""
+    opts = {k: v for k, v in (("snr", snr), ("n_steps", n_steps)) if v is not None}
+    if isinstance(name_or_obj, _corr.Corrector):
+        if opts:
+            raise ValueError(f"snr / n_corrector_steps configure a corrector given by name; set them on {name_or_obj!r} itself")
+        return name_or_obj
+    ctor = lookup(CORRECTORS, name_or_obj, "corrector")
+    if ctor is _corr.NoCorrector and opts:
+        given = ", ".join(f"{'n_corrector_steps' if k == 'n_steps' else k}={v!r}" for k, v in opts.items())
+        raise ValueError(f"corrector 'none' takes no options, got {given}; choose corrector='langevin' or 'ald'")
+    return ctor(**opts)
+
+
+# --- grids ---------------------------------------------------------------------------------------
+def _endpoints(path, steps, eps, t_max=None):
+    t_max = float(path.T) if t_max is None else float(t_max)
+    return torch.tensor([t_max, float(eps)], dtype=torch.float64)
+
+
+GRIDS = _table(
+    {
+        "uniform": (lambda path, steps, eps, t_max=None, rho=None: _grids.uniform_time_grid(steps, eps, path.T if t_max is None else t_max),
+                    "uniform in t (the PC sampler's grid)"),
+        "karras": (lambda path, steps, eps, t_max=None, rho=7.0: _grids.karras_grid(path, steps, eps, rho=7.0 if rho is None else rho, t_max=t_max),
+                   "Karras et al. 2022 rho-schedule in sigma-tilde (rho=7)"),
+        "logsnr": (lambda path, steps, eps, t_max=None, rho=None: _grids.logsnr_grid(path, steps, eps, t_max=t_max),
+                   "uniform in the half log-SNR lambda (DPM-Solver); geometric in sigma-tilde"),
+        "geometric": (lambda path, steps, eps, t_max=None, rho=None: _grids.geometric_noise_grid(path, steps, eps, t_max=t_max),
+                      "geometric noise levels (annealed Langevin dynamics); the same as logsnr"),
+        "endpoints": (lambda path, steps, eps, t_max=None, rho=None: _endpoints(path, steps, eps, t_max),
+                      "just [t_max, eps] (adaptive solvers choose their own steps)"),
+        "quadratic": (lambda path, steps, eps, t_max=None, rho=None: _grids.quadratic_time_grid(path, steps, eps, t_max=t_max),
+                      "quadratic in the step index (DDIM)"),
+    }
+)
+_HEUN_GRIDS = {"karras": "karras", "uniform_t": "uniform", "log_sigma": "logsnr"}
+_DPM_GRIDS = {"logsnr": "logsnr", "time": "uniform"}
+
+
+def _grid(kind, path, steps, eps, t_max, rho=None):
+    return lookup(GRIDS, kind, "grid")(path, steps, eps, t_max, rho)
+
+
+# --- solvers: factory(path, steps, eps, t_max, **options) -> (solver, grid) -------------------------
+def _pc(path, steps, eps, t_max, *, predictor="reverse_diffusion", corrector="langevin", snr=None,
+        n_corrector_steps=None, denoise=True, final=None):
+    final = final if final is not None else ("tweedie" if denoise else "none")
+    solver = _sampling.PredictorCorrector(make_predictor(predictor),
+                                          make_corrector(corrector, snr=snr, n_steps=n_corrector_steps), final)
+    return solver, _grid("uniform", path, steps, eps, t_max)
+
+
+def _ald(path, steps, eps, t_max, *, snr=None, n_corrector_steps=None, denoise=True):
+    opts = {k: v for k, v in (("snr", snr), ("n_steps", n_corrector_steps)) if v is not None}
+    return _sampling.AnnealedLangevinDynamics(denoise=denoise, **opts), _grid("geometric", path, steps, eps, t_max)
+
+
+def _ode(path, steps, eps, t_max, *, rtol=1e-5, atol=1e-5, method="RK45", denoise=True):
+    return _sampling.ProbabilityFlowODE(rtol=rtol, atol=atol, method=method, denoise=denoise), _endpoints(path, steps, eps, t_max)
+
+
+def _sdeint(path, steps, eps, t_max, *, method="euler", adaptive=False, rtol=1e-5, atol=1e-5, denoise=True):
+    solver = _sampling.ReverseSDE(method=method, adaptive=adaptive, rtol=rtol, atol=atol, denoise=denoise)
+    return solver, _grid("uniform", path, steps, eps, t_max)
+
+
+def _heun(path, steps, eps, t_max, *, schedule="karras", rho=7.0, s_churn=0.0, s_tmin=0.0, s_tmax=float("inf"),
+          s_noise=1.0, denoise=True):
+    if schedule not in _HEUN_GRIDS:
+        raise ValueError(f"unknown schedule {schedule!r}; valid choices: {', '.join(_HEUN_GRIDS)}")
+    solver = _fast.Heun(s_churn=s_churn, s_tmin=s_tmin, s_tmax=s_tmax, s_noise=s_noise, denoise=denoise)
+    levels = steps if denoise else steps + 1  # v1: `steps` noise levels, the last step to 0 being the denoiser
+    if levels == 1:
+        return solver, _endpoints(path, steps, eps, t_max)[:1]
+    return solver, _grid(_HEUN_GRIDS[schedule], path, levels - 1, eps, t_max, rho)
+
+
+def _dpm(path, steps, eps, t_max, *, order=3, spacing="logsnr", denoise=True):
+    if spacing not in _DPM_GRIDS:
+        raise ValueError(f"unknown spacing {spacing!r}; valid choices: {', '.join(_DPM_GRIDS)}")
+    if isinstance(order, bool) or order not in (1, 2, 3):
+        raise ValueError(f"dpm_solver: unknown order {order!r}; valid choices: 1, 2, 3")
+    orders = _fast.dpm_solver_orders(steps, order)  # `steps` is the NFE budget
+    solver = _fast.DPMSolver(order=order, last_order=orders[-1], denoise=denoise)
+    return solver, _grid(_DPM_GRIDS[spacing], path, len(orders), eps, t_max)
+
+
+def _dpmpp(path, steps, eps, t_max, *, spacing="logsnr", denoise=True):
+    if spacing not in _DPM_GRIDS:
+        raise ValueError(f"unknown spacing {spacing!r}; valid choices: {', '.join(_DPM_GRIDS)}")
+    return _fast.DPMSolverPP(denoise=denoise), _grid(_DPM_GRIDS[spacing], path, steps, eps, t_max)
+
+
+def _adaptive(path, steps, eps, t_max, **options):
+    return _fast.AdaptiveSDE(**options), _endpoints(path, steps, eps, t_max)
+
+
+_ADAPTIVE_OPTIONS = ("abs_tol", "rel_tol", "h_init", "safety", "exponent", "extrapolate", "error_norm", "max_iters", "denoise")
+
 SOLVERS = _table(
     {
-        "pc": (_sampling.pc_sample, "predictor-corrector sampler (any predictor x corrector)"),
-        "ode": (_sampling.ode_sample, "probability-flow ODE with scipy solve_ivp (adaptive, float64)"),
-        "sdeint": (_sampling.sdeint_sample, "reverse SDE with torchsde (euler, milstein, srk; fixed/adaptive)"),
-        "ald": (_sampling.ald_sample, "annealed Langevin dynamics (Song & Ermon 2019), n_corrector_steps per level"),
-        "heun": (_fast.heun_sample, "Heun 2nd-order sigma-form ODE + optional churn (Karras et al. 2022, Alg. 2); NFE 2*steps-1"),
-        "dpm_solver": (_fast.dpm_solver_sample, "DPM-Solver-1/2/3 single-step (Lu et al. 2022a); steps = NFE budget"),
-        "dpm_solver_pp": (_fast.dpm_solver_pp_sample, "DPM-Solver++(2M) multistep, data prediction (Lu et al. 2022b); NFE = steps"),
-        "adaptive": (_fast.adaptive_sample, "adaptive reverse-SDE EM/improved-Euler pair (Jolicoeur-Martineau et al. 2021)"),
+        "pc": (_pc, "predictor-corrector sampler (any predictor x corrector); steps = intervals of a uniform grid"),
+        "ode": (_ode, "probability-flow ODE with scipy solve_ivp (adaptive, float64)"),
+        "sdeint": (_sdeint, "reverse SDE with torchsde (euler, milstein, srk; fixed/adaptive)"),
+        "ald": (_ald, "annealed Langevin dynamics (Song & Ermon 2019), snr 0.35, n_corrector_steps per level"),
+        "heun": (_heun, "Heun 2nd-order sigma-form ODE + optional churn (Karras et al. 2022, Alg. 2); NFE 2*steps-1"),
+        "dpm_solver": (_dpm, "DPM-Solver-1/2/3 single-step (Lu et al. 2022a); steps = NFE budget"),
+        "dpm_solver_pp": (_dpmpp, "DPM-Solver++(2M) multistep, data prediction (Lu et al. 2022b); NFE = steps + 1"),
+        "adaptive": (_adaptive, "adaptive reverse-SDE EM/improved-Euler pair (Jolicoeur-Martineau et al. 2021)"),
     }
 )
+
+_OPTIONS = {
+    "pc": ("predictor", "corrector", "snr", "n_corrector_steps", "denoise", "final"),
+    "ode": ("rtol", "atol", "method", "denoise"),
+    "sdeint": ("method", "adaptive", "rtol", "atol", "denoise"),
+    "ald": ("snr", "n_corrector_steps", "denoise"),
+    "heun": ("schedule", "rho", "s_churn", "s_tmin", "s_tmax", "s_noise", "denoise"),
+    "dpm_solver": ("order", "spacing", "denoise"),
+    "dpm_solver_pp": ("spacing", "denoise"),
+    "adaptive": _ADAPTIVE_OPTIONS,
+}
+
+
+def solver_options(name: str) -> tuple[str, ...]:
+    """The options the named solver takes."""
+    lookup(SOLVERS, name, "solver")
+    return _OPTIONS[name]
+
+
+def _show(value) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"<tensor of shape {tuple(value.shape)}>"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def make_solver(name: str, path, steps: int, eps: float, t_max: float | None = None, **options):
+    """``(solver, grid)`` for the named solver with ``options``; an option it does not take is an error
+    naming the options it takes."""
+    factory = lookup(SOLVERS, name, "solver")
+    allowed = _OPTIONS[name]
+    for key, value in options.items():
+        if key not in allowed:
+            raise ValueError(f"solver {name!r} does not take option {key}={_show(value)}; it takes: {', '.join(allowed)}")
+    return factory(path, steps, eps, t_max, **options)
+
 
 # --- likelihood (divergence estimators, probes) ---------------------------------------------------
-from .likelihood import PROBES as _PROBES  # noqa: E402  (section-local import keeps concurrent edits apart)
-from .likelihood import ExactDivergence, HutchinsonDivergence  # noqa: E402
-
 DIVERGENCES = _table(
     {
-        "exact": (ExactDivergence, "trace of the drift's Jacobian by autograd (O(D) passes; low-dim data, checks)"),
-        "hutchinson": (HutchinsonDivergence, "Hutchinson-Skilling estimate v^T J v, probes fixed along the ODE"),
+        "exact": (_lik.ExactDivergence, "trace of the drift's Jacobian by autograd (O(D) passes; low-dim data, checks)"),
+        "hutchinson": (_lik.HutchinsonDivergence, "Hutchinson-Skilling estimate v^T J v, probes fixed along the ODE"),
     }
 )
-PROBES = tuple(_PROBES)  # probe distributions of HutchinsonDivergence: rademacher (default), gaussian
+PROBES = tuple(_lik.PROBES)  # probe distributions of HutchinsonDivergence: rademacher (default), gaussian
 
-# --- networks, parametrizations and losses -------------------------------------------------------
-from . import losses as _losses  # noqa: E402  (section-local import keeps concurrent edits apart)
-
+# --- loss weightings ------------------------------------------------------------------------------
 # name -> (time weighting of the DSM loss, description); configs select them with training.likelihood_weighting
 # and training.importance_sampling (score_sde's flags), the library takes the objects.
 WEIGHTINGS = _table(
@@ -124,9 +289,6 @@ WEIGHTINGS = _table(
 )
 
 # --- datasets and metrics -----------------------------------------------------------------------
-from . import metrics as _metrics  # noqa: E402  (section-local import keeps concurrent edits apart)
-from .data import DATASETS as _DATASETS  # noqa: E402
-
 DATASETS = _table(_DATASETS)  # name -> (get_dataset bound to the name, description); see sde_lab.data
 # name -> (function on samples/features, description). Image metrics run on network features:
 # fid (Inception pool3), fid-lenet (penultimate layer of sde_lab.classifier.Classifier), is (its logits).

@@ -1,17 +1,23 @@
-r"""Forward SDEs of score-based generative modelling (Song et al. 2021, §3.4 and Appendix B).
+r"""Gaussian paths and their SDEs: everything from α(t) and σ(t) (Song et al. 2021, §3.4 and Appendix B).
 
-Every SDE here has an affine drift, ``dx = a(t) x dt + g(t) dw`` on ``t ∈ [0, T]``, ``T = 1``, so its
-perturbation kernel is Gaussian, ``p_0t(x_t | x_0) = N(α(t) x_0, σ(t)² I)``, with
+An affine Gaussian path ``x_t = α(t) x_0 + σ(t) ε``, ``ε ~ N(0, I)``, on ``t ∈ [0, T]`` is fixed by two
+functions. The forward SDE ``dx = f(t) x dt + g(t) dw`` with that kernel, its reverse-time SDE and its
+probability-flow ODE all follow from them and their time derivatives:
 
-    dα/dt = a(t) α(t),        d(σ²)/dt = 2 a(t) σ(t)² + g(t)².
+    f(t)  = α'/α,                      g(t)² = dσ²/dt − 2 f σ² = −2 σ² dλ/dt,
+    σ̃(t) = σ/α  (noise level of x/α),  λ(t) = log α − log σ = −log σ̃  (half log-SNR),
+    reverse SDE  dx = [f x − g² s] dt + g dw̄,     probability-flow ODE  dx/dt = f x − ½ g² s.
 
-Samplers, losses and likelihoods use only the methods of :class:`SDE` (``drift``, ``diffusion``,
-``marginal``, ``transition``, the σ-form and the prior), never the concrete class.
+A path subclass gives :meth:`SDE.alpha` and :meth:`SDE.sigma` and nothing else is required: the
+derivatives come from autograd (float64), the inverses ``t(σ̃)`` and ``t(λ)`` from a monotone bisection.
+VE, VP and sub-VP override them with closed forms that stay accurate at ``t = 1e-5`` (no cancellation).
+Samplers, losses and likelihoods use only these methods, never the concrete class. Endpoints may be
+singular (``α(T) = 0`` for rectified flow, so ``σ̃(T) = ∞``): grids then start at a ``t_max < T``.
 
 Discrete chains. SMLD/NCSN and DDPM are discretizations with ``N`` steps; the step count is an argument,
-never stored on the SDE. Continuous time maps to the discrete index by ``t_i = i T / (N - 1)``,
-``i = round(t (N - 1) / T)`` (see :func:`discrete_index`): ``σ_i = σ(t_i)`` for SMLD and
-``β_i = β(t_i) / N`` for DDPM, as in the score_sde reference code.
+never stored on the path. Level ``i`` sits at ``t_i = i T / (N - 1)`` (:func:`discrete_times`):
+``σ_i = σ̃(t_i)`` for SMLD and ``β_i = −2 f(t_i) / N`` (``β(t_i)/N`` for VP) for DDPM, as in the
+score_sde reference code.
 
 Smallest times: samplers stop at ``SAMPLING_EPS = 1e-3`` and likelihoods start at ``LIKELIHOOD_EPS = 1e-5``
 (Song et al. 2021, Appendix C and D).
@@ -30,6 +36,7 @@ from .utils import append_dims, batch_sum, randn
 
 __all__ = [
     "SDE",
+    "GaussianPath",
     "VESDE",
     "VPSDE",
     "SubVPSDE",
@@ -42,6 +49,8 @@ __all__ = [
 
 SAMPLING_EPS = 1e-3
 LIKELIHOOD_EPS = 1e-5
+
+_BISECTION_ITERS = 64  # the bracket [0, T] shrinks to T·2^-64: float64 resolution
 
 
 class DDPMSchedule(NamedTuple):
@@ -65,65 +74,61 @@ def discrete_index(t: torch.Tensor, N: int, T: float = 1.0) -> torch.Tensor:
 
 
 def _check_steps(N: int) -> None:
-    if not isinstance(N, int) or N < 2:
+    if not isinstance(N, int) or isinstance(N, bool) or N < 2:
         raise ValueError(f"the number of discretization steps N must be an integer >= 2, got {N!r}")
+
+
+def _derivative(fn, t: torch.Tensor) -> torch.Tensor:
+    """``d fn(t) / dt`` elementwise by autograd in float64 (``fn`` acts elementwise on ``(B,)``)."""
+    with torch.enable_grad():
+        tt = t.detach().to(torch.float64).requires_grad_(True)
+        y = fn(tt)
+        if not y.requires_grad:  # constant in t
+            return torch.zeros_like(t)
+        (d,) = torch.autograd.grad(y.sum(), tt)
+    return d.to(t.dtype)
 
 
 @dataclass(frozen=True)
 class SDE(abc.ABC):
-    """``dx = a(t) x dt + g(t) dw`` on ``[0, T]``; tensors are batch first with ``t`` of shape ``(B,)``."""
+    """An affine Gaussian path ``x_t = α(t) x_0 + σ(t) ε`` on ``[0, T]`` and its forward SDE.
+
+    Subclasses implement :meth:`alpha` and :meth:`sigma` (elementwise on a ``(B,)`` time tensor); they may
+    override the derived methods with closed forms. Tensors are batch first with ``t`` of shape ``(B,)``.
+    """
 
     T: ClassVar[float] = 1.0
 
-    # --- what a concrete SDE defines -------------------------------------------------------------
+    # --- what a path defines -----------------------------------------------------------------------
     @abc.abstractmethod
-    def drift_coef(self, t: torch.Tensor) -> torch.Tensor:
-        """``a(t)`` of the affine drift ``f(x, t) = a(t) x``, shape ``(B,)``."""
+    def alpha(self, t: torch.Tensor) -> torch.Tensor:
+        """Signal scale ``α(t)`` of the kernel ``N(α(t) x_0, σ(t)² I)``, shape ``(B,)``."""
 
     @abc.abstractmethod
-    def diffusion(self, t: torch.Tensor) -> torch.Tensor:
-        """``g(t)``, shape ``(B,)``."""
+    def sigma(self, t: torch.Tensor) -> torch.Tensor:
+        """Noise scale ``σ(t)``, shape ``(B,)``."""
 
-    @abc.abstractmethod
+    # --- derived from α and σ (closed forms may override) --------------------------------------------
     def marginal(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(α(t), σ(t))`` of the perturbation kernel ``N(α(t) x_0, σ(t)² I)``, each of shape ``(B,)``."""
+        t = self.check_time(t)
+        return self.alpha(t), self.sigma(t)
 
-    @property
-    @abc.abstractmethod
-    def prior_std(self) -> float:
-        """Standard deviation of the prior ``p_T = N(0, prior_std² I)``."""
+    def marginal_derivatives(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(α'(t), σ'(t))``, by autograd in float64 unless a subclass gives them in closed form."""
+        t = self.check_time(t)
+        return _derivative(self.alpha, t), _derivative(self.sigma, t)
 
-    @abc.abstractmethod
-    def t_from_sigma_tilde(self, sigma_tilde: torch.Tensor) -> torch.Tensor:
-        """Inverse of :meth:`sigma_tilde` in closed form."""
+    def drift_coef(self, t: torch.Tensor) -> torch.Tensor:
+        """``f(t) = α'(t)/α(t)`` of the affine drift ``f(x, t) = f(t) x``, shape ``(B,)``."""
+        t = self.check_time(t)
+        return _derivative(lambda u: torch.log(self.alpha(u)), t)
 
-    # --- derived quantities --------------------------------------------------------------------
-    def drift(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """``f(x, t) = a(t) x``."""
-        t = self._check(x, t)
-        return append_dims(self.drift_coef(t), x.ndim) * x
-
-    def reverse_drift(self, x: torch.Tensor, t: torch.Tensor, score: torch.Tensor) -> torch.Tensor:
-        """Drift of the reverse-time SDE, ``f(x, t) - g(t)² s`` (Song et al. 2021, eq. (6))."""
-        g2 = append_dims(self.diffusion(self._check(x, t)) ** 2, x.ndim)
-        return self.drift(x, t) - g2 * score
-
-    def probability_flow_drift(self, x: torch.Tensor, t: torch.Tensor, score: torch.Tensor) -> torch.Tensor:
-        """Drift of the probability-flow ODE, ``f(x, t) - ½ g(t)² s`` (Song et al. 2021, eq. (13))."""
-        g2 = append_dims(self.diffusion(self._check(x, t)) ** 2, x.ndim)
-        return self.drift(x, t) - 0.5 * g2 * score
-
-    def transition(self, s: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(a, σ)`` with ``x_t | x_s ~ N(a x_s, σ² I)`` for ``s ≤ t``.
-
-        For an affine SDE, ``a = α(t)/α(s)`` and ``σ² = σ(t)² - a² σ(s)²``; subclasses override this with
-        a form that stays accurate for short steps.
-        """
-        s, t = self._check_pair(s, t)
-        alpha_s, sigma_s = self.marginal(s)
-        alpha_t, sigma_t = self.marginal(t)
-        a = alpha_t / alpha_s
-        return a, (sigma_t**2 - (a * sigma_s) ** 2).clamp_min(0.0).sqrt()
+    def diffusion(self, t: torch.Tensor) -> torch.Tensor:
+        """``g(t) = sqrt(dσ²/dt − 2 f σ²) = sqrt(−2 σ² dλ/dt)``, shape ``(B,)``."""
+        t = self.check_time(t)
+        dlam = _derivative(self.log_snr, t)
+        return torch.sqrt((-2.0 * self.sigma(t) ** 2 * dlam).clamp_min(0.0))
 
     def sigma_tilde(self, t: torch.Tensor) -> torch.Tensor:
         """Noise level of the scaled state ``x / α(t)``: ``σ̃(t) = σ(t) / α(t)`` (Karras et al. 2022)."""
@@ -131,14 +136,65 @@ class SDE(abc.ABC):
         return sigma / alpha
 
     def log_snr(self, t: torch.Tensor) -> torch.Tensor:
-        """Half log signal-to-noise ratio ``λ(t) = log α(t) - log σ(t)`` (Lu et al. 2022)."""
-        return -torch.log(self.sigma_tilde(t))
+        """Half log signal-to-noise ratio ``λ(t) = log α(t) − log σ(t)`` (Lu et al. 2022)."""
+        alpha, sigma = self.marginal(t)
+        return torch.log(alpha) - torch.log(sigma)
+
+    def t_from_sigma_tilde(self, sigma_tilde: torch.Tensor) -> torch.Tensor:
+        """Inverse of :meth:`sigma_tilde` (increasing in ``t``) by bisection on ``[0, T]`` in float64.
+
+        Values outside ``[σ̃(0), σ̃(T)]`` map to the nearer end. Subclasses override this in closed form.
+        """
+        s = torch.as_tensor(sigma_tilde)
+        target = s.detach().to(torch.float64)
+        lo = torch.zeros_like(target)
+        hi = torch.full_like(target, float(self.T))
+        for _ in range(_BISECTION_ITERS):
+            mid = 0.5 * (lo + hi)
+            above = self.sigma_tilde(mid) >= target
+            hi = torch.where(above, mid, hi)
+            lo = torch.where(above, lo, mid)
+        out = 0.5 * (lo + hi)
+        return out.to(s.dtype) if s.is_floating_point() else out
 
     def t_from_log_snr(self, lam: torch.Tensor) -> torch.Tensor:
         """Inverse of :meth:`log_snr`."""
         return self.t_from_sigma_tilde(torch.exp(-torch.as_tensor(lam)))
 
+    # --- the SDE and ODE --------------------------------------------------------------------------
+    def drift(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """``f(x, t) = f(t) x``."""
+        t = self._check(x, t)
+        return append_dims(self.drift_coef(t), x.ndim) * x
+
+    def reverse_drift(self, x: torch.Tensor, t: torch.Tensor, score: torch.Tensor) -> torch.Tensor:
+        """Drift of the reverse-time SDE, ``f(x, t) − g(t)² s`` (Song et al. 2021, eq. (6))."""
+        g2 = append_dims(self.diffusion(self._check(x, t)) ** 2, x.ndim)
+        return self.drift(x, t) - g2 * score
+
+    def probability_flow_drift(self, x: torch.Tensor, t: torch.Tensor, score: torch.Tensor) -> torch.Tensor:
+        """Drift of the probability-flow ODE, ``f(x, t) − ½ g(t)² s`` (Song et al. 2021, eq. (13))."""
+        g2 = append_dims(self.diffusion(self._check(x, t)) ** 2, x.ndim)
+        return self.drift(x, t) - 0.5 * g2 * score
+
+    def transition(self, s: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(a, σ)`` with ``x_t | x_s ~ N(a x_s, σ² I)`` for ``s ≤ t``.
+
+        For an affine path, ``a = α(t)/α(s)`` and ``σ² = σ(t)² − a² σ(s)² = α(t)² (σ̃(t)² − σ̃(s)²)``;
+        subclasses override this with a form that stays accurate for short steps.
+        """
+        s, t = self._check_pair(s, t)
+        alpha_s, sigma_s = self.marginal(s)
+        alpha_t, sigma_t = self.marginal(t)
+        a = alpha_t / alpha_s
+        return a, (sigma_t**2 - (a * sigma_s) ** 2).clamp_min(0.0).sqrt()
+
     # --- prior --------------------------------------------------------------------------------
+    @property
+    def prior_std(self) -> float:
+        """Standard deviation of the prior ``p_T = N(0, prior_std² I)``; ``σ(T)`` unless overridden."""
+        return float(self.sigma(torch.tensor([float(self.T)], dtype=torch.float64)))
+
     def prior_sample(self, shape, generator: torch.Generator | None = None, *, device=None, dtype=None) -> torch.Tensor:
         """A batch of shape ``shape`` (batch first) from the prior ``N(0, prior_std² I)``."""
         return self.prior_std * randn(shape, generator=generator, device=device, dtype=dtype)
@@ -148,6 +204,22 @@ class SDE(abc.ABC):
         d = z[0].numel()
         var = self.prior_std**2
         return -0.5 * d * math.log(2 * math.pi * var) - batch_sum(z**2) / (2 * var)
+
+    # --- discrete chains ------------------------------------------------------------------------
+    def smld_sigmas(self, N: int, *, dtype=torch.float64, device=None) -> torch.Tensor:
+        """SMLD/NCSN noise levels ``σ_i = σ̃(t_i)``, ``i = 0..N-1`` (geometric from σ_min to σ_max for VE).
+
+        The ancestral (SMLD) chain adds ``N(0, (σ_i² − σ_{i-1}²) I)`` per step, i.e. :meth:`transition`
+        from ``t_{i-1}`` to ``t_i`` on a path with ``α ≡ 1`` (Song et al. 2021, eq. (8)).
+        """
+        return self.sigma_tilde(discrete_times(N, self.T, dtype=torch.float64, device=device)).to(dtype)
+
+    def ddpm_schedule(self, N: int, *, dtype=torch.float64, device=None) -> DDPMSchedule:
+        """DDPM chain with ``β_i = −2 f(t_i) / N`` (``β(t_i)/N`` for VP; Song et al. 2021, Appendix B)."""
+        t = discrete_times(N, self.T, dtype=torch.float64, device=device)
+        betas = (-2.0 * self.drift_coef(t) / N).to(dtype)
+        alphas = 1.0 - betas
+        return DDPMSchedule(betas, alphas, torch.cumprod(alphas, 0))
 
     # --- checks -------------------------------------------------------------------------------
     def check_time(self, t: torch.Tensor) -> torch.Tensor:
@@ -181,8 +253,12 @@ class SDE(abc.ABC):
         return s, t
 
 
+GaussianPath = SDE
+"""The same class under the name the design notes use: a path is its α and σ."""
+
+
 def _positive(name: str, value: float) -> None:
-    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+    if isinstance(value, bool) or not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
         raise ValueError(f"{name} must be a positive finite number, got {value!r}")
 
 
@@ -208,22 +284,25 @@ class VESDE(SDE):
     def _log_ratio(self) -> float:
         return math.log(self.sigma_max / self.sigma_min)
 
-    def _sigma(self, t: torch.Tensor) -> torch.Tensor:
+    def alpha(self, t):
+        return torch.ones_like(t)
+
+    def sigma(self, t):
         return self.sigma_min * torch.exp(t * self._log_ratio)
+
+    def marginal_derivatives(self, t):
+        t = self.check_time(t)
+        return torch.zeros_like(t), self.sigma(t) * self._log_ratio
 
     def drift_coef(self, t):
         return torch.zeros_like(self.check_time(t))
 
     def diffusion(self, t):
-        return self._sigma(self.check_time(t)) * math.sqrt(2 * self._log_ratio)
-
-    def marginal(self, t):
-        t = self.check_time(t)
-        return torch.ones_like(t), self._sigma(t)
+        return self.sigma(self.check_time(t)) * math.sqrt(2 * self._log_ratio)
 
     def transition(self, s, t):
         s, t = self._check_pair(s, t)
-        return torch.ones_like(t), (self._sigma(t) ** 2 - self._sigma(s) ** 2).clamp_min(0.0).sqrt()
+        return torch.ones_like(t), (self.sigma(t) ** 2 - self.sigma(s) ** 2).clamp_min(0.0).sqrt()
 
     @property
     def prior_std(self) -> float:
@@ -232,18 +311,10 @@ class VESDE(SDE):
     def t_from_sigma_tilde(self, sigma_tilde):
         return torch.log(torch.as_tensor(sigma_tilde) / self.sigma_min) / self._log_ratio
 
-    def smld_sigmas(self, N: int, *, dtype=torch.float64, device=None) -> torch.Tensor:
-        """SMLD/NCSN noise levels ``σ_i = σ(t_i)``, ``i = 0..N-1``: geometric from σ_min to σ_max.
-
-        The ancestral (SMLD) chain adds ``N(0, (σ_i² - σ_{i-1}²) I)`` per step, i.e. :meth:`transition`
-        from ``t_{i-1}`` to ``t_i`` (Song et al. 2021, eq. (8)).
-        """
-        return self._sigma(discrete_times(N, self.T, dtype=dtype, device=device))
-
 
 @dataclass(frozen=True)
 class _BetaSchedule(SDE):
-    """Linear ``β(t) = β_min + t (β_max - β_min)`` with integral ``B(t) = β_min t + ½ (β_max - β_min) t²``."""
+    """Linear ``β(t) = β_min + t (β_max − β_min)`` with integral ``B(t) = β_min t + ½ (β_max − β_min) t²``."""
 
     beta_min: float = 0.1
     beta_max: float = 20.0
@@ -261,9 +332,12 @@ class _BetaSchedule(SDE):
         return t * (self.beta_min + 0.5 * t * (self.beta_max - self.beta_min))
 
     def _t_from_beta_integral(self, B: torch.Tensor) -> torch.Tensor:
-        # Root of ½ Δ t² + β_min t - B = 0, written without cancellation (also valid for Δ = 0).
+        # Root of ½ Δ t² + β_min t − B = 0, written without cancellation (also valid for Δ = 0).
         delta = self.beta_max - self.beta_min
         return 2 * B / (self.beta_min + torch.sqrt(self.beta_min**2 + 2 * delta * B))
+
+    def alpha(self, t):
+        return torch.exp(-0.5 * self.beta_integral(t))
 
     def drift_coef(self, t):
         return -0.5 * self.beta(self.check_time(t))
@@ -273,7 +347,7 @@ class _BetaSchedule(SDE):
         return 1.0
 
     def ddpm_schedule(self, N: int, *, dtype=torch.float64, device=None) -> DDPMSchedule:
-        """DDPM chain with ``β_i = β(t_i) / N`` (Song et al. 2021, Appendix B), ``α_i = 1 - β_i``, ``ᾱ_i``."""
+        """DDPM chain with ``β_i = β(t_i) / N`` (Song et al. 2021, Appendix B), ``α_i = 1 − β_i``, ``ᾱ_i``."""
         betas = self.beta(discrete_times(N, self.T, dtype=dtype, device=device)) / N
         alphas = 1.0 - betas
         return DDPMSchedule(betas, alphas, torch.cumprod(alphas, 0))
@@ -283,48 +357,60 @@ class _BetaSchedule(SDE):
 class VPSDE(_BetaSchedule):
     r"""Variance-preserving SDE, the continuous limit of DDPM (Song et al. 2021, eq. (11), (29)).
 
-    ``dx = -½ β(t) x dt + sqrt(β(t)) dw``; kernel ``N(e^{-B/2} x_0, (1 - e^{-B}) I)``. Prior ``N(0, I)``.
+    ``dx = −½ β(t) x dt + sqrt(β(t)) dw``; kernel ``N(e^{−B/2} x_0, (1 − e^{−B}) I)``. Prior ``N(0, I)``.
     """
+
+    def sigma(self, t):
+        return torch.sqrt(-torch.expm1(-self.beta_integral(t)))
+
+    def marginal_derivatives(self, t):
+        t = self.check_time(t)
+        beta, B = self.beta(t), self.beta_integral(t)
+        return -0.5 * beta * torch.exp(-0.5 * B), 0.5 * beta * torch.exp(-B) / torch.sqrt(-torch.expm1(-B))
 
     def diffusion(self, t):
         return torch.sqrt(self.beta(self.check_time(t)))
-
-    def marginal(self, t):
-        B = self.beta_integral(self.check_time(t))
-        return torch.exp(-0.5 * B), torch.sqrt(-torch.expm1(-B))
 
     def transition(self, s, t):
         s, t = self._check_pair(s, t)
         dB = self.beta_integral(t) - self.beta_integral(s)
         return torch.exp(-0.5 * dB), torch.sqrt((-torch.expm1(-dB)).clamp_min(0.0))
 
+    def log_snr(self, t):
+        # λ = −½ log(e^B − 1)
+        return -0.5 * torch.log(torch.expm1(self.beta_integral(self.check_time(t))))
+
     def t_from_sigma_tilde(self, sigma_tilde):
-        # σ̃² = e^B - 1
+        # σ̃² = e^B − 1
         return self._t_from_beta_integral(torch.log1p(torch.as_tensor(sigma_tilde) ** 2))
 
 
 @dataclass(frozen=True)
 class SubVPSDE(_BetaSchedule):
-    r"""Sub-VP SDE (Song et al. 2021, eq. (12)): ``dx = -½ β x dt + sqrt(β (1 - e^{-2B})) dw``.
+    r"""Sub-VP SDE (Song et al. 2021, eq. (12)): ``dx = −½ β x dt + sqrt(β (1 − e^{−2B})) dw``.
 
-    Kernel ``N(e^{-B/2} x_0, (1 - e^{-B})² I)``; its variance stays below the VP one. Prior ``N(0, I)``.
+    Kernel ``N(e^{−B/2} x_0, (1 − e^{−B})² I)``; its variance stays below the VP one. Prior ``N(0, I)``.
     """
+
+    def sigma(self, t):
+        return -torch.expm1(-self.beta_integral(t))
+
+    def marginal_derivatives(self, t):
+        t = self.check_time(t)
+        beta, B = self.beta(t), self.beta_integral(t)
+        return -0.5 * beta * torch.exp(-0.5 * B), beta * torch.exp(-B)
 
     def diffusion(self, t):
         t = self.check_time(t)
         return torch.sqrt(-self.beta(t) * torch.expm1(-2 * self.beta_integral(t)))
 
-    def marginal(self, t):
-        B = self.beta_integral(self.check_time(t))
-        return torch.exp(-0.5 * B), -torch.expm1(-B)
-
     def transition(self, s, t):
-        # σ_t² - e^{-ΔB} σ_s² = (1 - e^{-ΔB}) (1 - e^{-(B_s + B_t)})
+        # σ_t² − e^{−ΔB} σ_s² = (1 − e^{−ΔB}) (1 − e^{−(B_s + B_t)})
         s, t = self._check_pair(s, t)
         Bs, Bt = self.beta_integral(s), self.beta_integral(t)
         var = torch.expm1(-(Bt - Bs)) * torch.expm1(-(Bs + Bt))
         return torch.exp(-0.5 * (Bt - Bs)), var.clamp_min(0.0).sqrt()
 
     def t_from_sigma_tilde(self, sigma_tilde):
-        # σ̃ = (1 - e^{-B}) e^{B/2} = 2 sinh(B/2)
+        # σ̃ = (1 − e^{−B}) e^{B/2} = 2 sinh(B/2)
         return self._t_from_beta_integral(2 * torch.asinh(torch.as_tensor(sigma_tilde) / 2))

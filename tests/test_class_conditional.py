@@ -17,7 +17,7 @@ from sde_lab import make_target, sample
 from sde_lab.conditional import ClassifierFreeGuidance
 from sde_lab.losses import dsm_loss
 from sde_lab.nets import build_network
-from sde_lab.train import Trainer, apply_overrides, build_score_model, load_checkpoint_score, load_config
+from sde_lab.config import apply_overrides, build_score_model, build_trainer, load_checkpoint_score, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -84,7 +84,7 @@ def test_score_model_and_loss_take_labels():
     la, lb = (dsm_loss(model, model.sde, x, t=t, z=torch.ones_like(x), y=yy) for yy in (y, torch.zeros_like(y)))
     assert not torch.allclose(la, lb)
     config.model.num_classes = 0
-    with pytest.raises(ValueError, match="unconditional score model"):
+    with pytest.raises(ValueError, match="unconditional model"):
         build_score_model(config)(x, t, y)
 
 
@@ -109,7 +109,7 @@ def test_trainer_pairs_labels_and_drops_them(tmp_path, as_tensors):
                         "model.hidden": 16, "model.layers": 1, "training.label_dropout": 0.3})
     config.model.num_classes = 4
     ds = _LabelledPoints()
-    trainer = Trainer(config, tmp_path, dataset=(ds.x, ds.y) if as_tensors else ds, progress=False)
+    trainer = build_trainer(config, tmp_path, dataset=(ds.x, ds.y) if as_tensors else ds, progress=False)
     seen = []
     forward = trainer.model.net.forward
     trainer.model.net.forward = lambda x, labels, y=None: (seen.append((x.detach().clone(), y.clone())), forward(x, labels, y))[1]
@@ -127,10 +127,10 @@ def test_conditional_training_needs_labels(tmp_path):
     config = _config(**{"training.batch_size": 16, "training.n_iters": 2})
     config.model.num_classes = 4
     with pytest.raises(ValueError, match="labelled data"):
-        Trainer(config, tmp_path, dataset=torch.randn(64, 2), progress=False)
+        build_trainer(config, tmp_path, dataset=torch.randn(64, 2), progress=False)
     config.training.label_dropout = 1.5
     with pytest.raises(ValueError, match="label_dropout"):
-        Trainer(config, tmp_path, progress=False)
+        build_trainer(config, tmp_path, progress=False)
 
 
 def test_classifier_free_guidance_of_a_trained_model_samples_the_class(tmp_path):
@@ -143,7 +143,7 @@ def test_classifier_free_guidance_of_a_trained_model_samples_the_class(tmp_path)
                         "optim.lr": 2e-3, "optim.warmup": 50, "model.ema_rate": 0.99})
     config.model.num_classes = 8
     config.training.label_dropout = 0.2
-    result = Trainer(config, tmp_path, progress=False).fit()
+    result = build_trainer(config, tmp_path, progress=False).fit()
     model = load_checkpoint_score(tmp_path)  # the stored config rebuilds the class-conditional net
     assert model.num_classes == 8
     gm = make_target("ring")
@@ -164,7 +164,7 @@ def test_cli_sample_class_conditional_checkpoint(tmp_path, capsys):
     config = _config(**{"training.batch_size": 32, "training.n_iters": 3, "training.snapshot_freq": 3,
                         "model.hidden": 16, "model.layers": 1})
     config.model.num_classes = 8
-    Trainer(config, tmp_path / "run", progress=False).fit()
+    build_trainer(config, tmp_path / "run", progress=False).fit()
     out = tmp_path / "s"
     assert main(["sample", "--ckpt", str(tmp_path / "run"), "--class", "3", "--guidance", "2", "--n", "16",
                  "--solver", "dpm_solver_pp", "--steps", "5", "--out", str(out), "--quiet"]) == 0

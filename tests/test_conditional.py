@@ -18,22 +18,9 @@ import pytest
 import torch
 
 from sde_lab.analytic import GaussianMixture, make_target
-from sde_lab.conditional import (
-    COLOR_DECOUPLING,
-    ClassifierFreeGuidance,
-    ClassifierGuidance,
-    Colorization,
-    Inpainting,
-    check_mask,
-    colorize,
-    conditional_sample,
-    couple_colors,
-    decouple_colors,
-    drop_labels,
-    inpaint,
-    smc_inpaint,
-)
-from sde_lab.correctors import NoCorrector
+from sde_lab.conditional import COLOR_DECOUPLING, ClassifierFreeGuidance, ClassifierGuidance, Colorization, Inpainting, check_mask, colorize, couple_colors, decouple_colors, drop_labels, inpaint, smc_inpaint
+from sde_lab import conditional_sample
+from sde_lab.correctors import Langevin, NoCorrector
 from sde_lab.metrics import noise_floor, sliced_wasserstein
 from sde_lab.predictors import Ancestral, EulerMaruyama, ReverseDiffusion
 from sde_lab.sde import VESDE, VPSDE, SubVPSDE
@@ -265,7 +252,7 @@ def test_smc_inpaint_fixes_the_replacement_bias(sde):
     sw, floor = sw_ratio(pop[:, 1:], cond)
     assert sw < 2.0 * floor
     rep = inpaint(sde, gm.score_fn(sde), torch.tensor([[2.0, 0.0]]).expand(300, 2).contiguous(), mask, steps=100,
-                  corrector="none", generator=gen(5))
+                  corrector=NoCorrector(), generator=gen(5))
     frac_rep = (gm.posterior(sde, rep.samples.double(), t0[:300]).argmax(1) == 0).float().mean()
     assert abs(frac_rep - cond.weights[0]) > 0.2
     with pytest.raises(ValueError, match="particles"):
@@ -342,7 +329,7 @@ def test_inpaint_runs_for_every_sde_and_step(sde, predictor):
     x0 = gm.sample(4, gen(0))
     mask = torch.zeros(8, 8)
     mask[:, :4] = 1  # (8, 8) mask broadcast over batch and channel
-    res = inpaint(sde, gm.score_fn(sde), x0, mask, predictor=predictor, corrector="langevin", n_corrector_steps=2,
+    res = inpaint(sde, gm.score_fn(sde), x0, mask, predictor=predictor, corrector=Langevin(n_steps=2),
                   steps=10, generator=gen(1))
     assert res.samples.shape == x0.shape and torch.isfinite(res.samples).all()
     assert torch.equal(res.samples[..., :4], x0[..., :4])

@@ -265,7 +265,7 @@ def test_cli_rejects_ambiguous_source(capsys):
 
 def test_cli_on_a_checkpoint(tmp_path, capsys):
     """The --ckpt path takes the SDE and score from the checkpoint (not --sde) and compares with the oracle."""
-    from sde_lab.train import apply_overrides, load_config, train
+    from sde_lab.config import apply_overrides, load_config, train
 
     config = load_config(Path(__file__).resolve().parents[1] / "configs" / "vp" / "toy2d.py")
     apply_overrides(config, ["training.batch_size=16", "training.n_iters=2", "training.snapshot_freq=2",

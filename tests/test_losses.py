@@ -16,7 +16,7 @@ from sde_lab.losses import (
     smld_loss,
 )
 from sde_lab.nets.mlp import MLPScoreNet
-from sde_lab.score import ScoreModel
+from sde_lab.model import ScoreModel
 from sde_lab.sde import discrete_times
 
 SDES = [VESDE(sigma_max=10.0), VPSDE(), SubVPSDE()]
@@ -68,8 +68,9 @@ def test_score_model_conversion_is_exact(sde, prediction, time_label):
     assert (bad - GM.marginal_score(sde, x, t)).abs().max() > 1e-2
 
 
-def test_sigma_label_and_output_inverse():
-    """VE convention of score_sde (label σ(t), net predicts σ s); output_from_score inverts score_from_output."""
+def test_sigma_label_and_output_target():
+    """VE convention of score_sde (label σ(t), net predicts σ s); the output target of the DSM pair (x0, z) is the
+    output whose score is −z/σ, and the gain c(t) of s = a x + c out is what turns ‖s − s*‖² into ‖out − out*‖²."""
     sde = SDES[0]
     x, g = _points()
     t = torch.rand(x.shape[0], generator=g, dtype=torch.float64)
@@ -77,34 +78,43 @@ def test_sigma_label_and_output_inverse():
     model = ScoreModel(net, sde, prediction="scaled_score", time_label="sigma")
     torch.testing.assert_close(model(x, t), GM.marginal_score(sde, x, t), rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(net.seen, sde.marginal(t)[1])
+    alpha, sigma = (v[:, None] for v in sde.marginal(t))
+    x0 = GM.sample(x.shape[0], g, dtype=torch.float64)
+    z = torch.randn(x.shape, generator=g, dtype=torch.float64)
+    xt = alpha * x0 + sigma * z
     for pred in ["noise", "score", "scaled_score"]:
         m = ScoreModel(net, sde, prediction=pred, time_label="sigma")
+        tgt = m.output_target(x0, z, xt, t)
+        torch.testing.assert_close(tgt, {"noise": z, "score": -z / sigma, "scaled_score": -z}[pred])
+        c = m.parametrization.score_gain(m.coefficients(xt, t))
         out = torch.randn(x.shape, generator=g, dtype=torch.float64)
-        torch.testing.assert_close(m.output_from_score(m.score_from_output(out, t), t), out)
-        # the DSM target -z/σ maps to z / -z/σ / -z
-        z = out
-        tgt = m.output_from_score(-z / sde.marginal(t)[1][:, None], t)
-        torch.testing.assert_close(tgt, {"noise": z, "score": -z / sde.marginal(t)[1][:, None], "scaled_score": -z}[pred])
+        s = m.parametrization.score(out, xt, m.coefficients(xt, t))
+        torch.testing.assert_close(s - (-z / sigma), c * (out - tgt))  # s − s* = c (out − out*)
 
 
 def test_discrete_labels_follow_score_sde():
-    """DDPM: label i = round(t (N-1)); SMLD (NCSN ordering σ_max first): label N-1-i; discrete σ_i used."""
+    """score_sde's get_score_fn(continuous=False): VP label t (N−1) (not rounded) with the std √(1−ᾱ) at
+    ⌊t (N−1)⌋; VE (NCSN ordering, σ_max first) label round((T − t)(N−1)) with the SMLD level of that index."""
     N = 10
     sde = VPSDE()
     ti = discrete_times(N)
     x = torch.zeros(N, 2, dtype=torch.float64)
-    rec = OracleNet(sde, "score", lambda l: ti[l.long()])
+    rec = OracleNet(sde, "score", lambda l: ti[l.round().long()])
     ScoreModel(rec, sde, prediction="score", time_label="index", n_discrete=N)(x, ti)
-    assert torch.equal(rec.seen, torch.arange(N, dtype=torch.float64))
+    torch.testing.assert_close(rec.seen, torch.arange(N, dtype=torch.float64), rtol=0, atol=1e-12)
     ScoreModel(rec, sde, prediction="score", time_label="reversed_index", n_discrete=N)(x, ti)
     assert torch.equal(rec.seen, torch.arange(N - 1, -1, -1, dtype=torch.float64))
+    # off the levels: the label is t (N−1) and the std is indexed by truncation (labels.long())
+    t = torch.tensor([0.03, 0.149, 0.5, 0.999], dtype=torch.float64)
     sig = (1 - sde.ddpm_schedule(N).alphas_cumprod).sqrt()
     m = ScoreModel(rec, sde, prediction="noise", time_label="index", n_discrete=N, sigmas=sig)
-    torch.testing.assert_close(m.output_scale(ti), -1 / sig, rtol=1e-14, atol=0)
+    got = m.parametrization.score_gain(m.coefficients(x[:4], t)).flatten()
+    torch.testing.assert_close(got, -1 / sig[(t * (N - 1)).long()], rtol=1e-14, atol=0)
+    assert torch.allclose(m.labels(t), t * (N - 1))
     with pytest.raises(ValueError, match="n_discrete"):
         ScoreModel(rec, sde, time_label="index")
     with pytest.raises(ValueError, match="valid choices"):
-        ScoreModel(rec, sde, prediction="eps")
+        ScoreModel(rec, sde, prediction="epsilon")
 
 
 WEIGHTINGS = [SigmaSquaredWeighting(), LikelihoodWeighting(), ImportanceLikelihoodWeighting()]

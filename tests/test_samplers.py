@@ -12,18 +12,11 @@ from sde_lab import cli
 from sde_lab.analytic import make_target
 from sde_lab.correctors import AnnealedLangevin, Langevin, NoCorrector
 from sde_lab.metrics import sliced_wasserstein
+from sde_lab.model import as_model
 from sde_lab.predictors import Ancestral, EulerMaruyama, NoPredictor, ProbabilityFlowEuler, ReverseDiffusion
 from sde_lab.registry import CORRECTORS, PREDICTORS, SOLVERS
-from sde_lab.sampling import (
-    CountingScore,
-    ald_sample,
-    denoise_step,
-    ode_encode,
-    ode_sample,
-    pc_sample,
-    sample,
-    sdeint_sample,
-)
+from sde_lab.sampling import CountingScore, ald_sample, denoise_step, ode_encode, ode_sample, pc_sample, sdeint_sample
+from sde_lab import sample
 from sde_lab.sde import VESDE, VPSDE, SubVPSDE
 
 SDES = {"ve": VESDE(), "vp": VPSDE(), "subvp": SubVPSDE()}
@@ -216,16 +209,19 @@ def test_predictor_formulas_match_papers():
     t, s = torch.full((5,), 0.6, dtype=torch.float64), torch.full((5,), 0.55, dtype=torch.float64)
     ve = VESDE()
     score = lambda y, tt: -y  # noqa: E731
+    model = as_model(ve, score)
     st, ss = ve.marginal(t)[1][0], ve.marginal(s)[1][0]
-    _, mean = Ancestral().step(ve, score, x, t, s)
+    _, mean = Ancestral().step(model, x, t, s)
     assert torch.allclose(mean, x + (st**2 - ss**2) * score(x, t))
-    z_std = (Ancestral().step(ve, score, x, t, s, _gen(1))[0] - mean) / torch.randn(5, 2, generator=_gen(1), dtype=torch.float64)
+    z_std = (Ancestral().step(model, x, t, s, _gen(1))[0] - mean) / torch.randn(5, 2, generator=_gen(1), dtype=torch.float64)
     assert torch.allclose(z_std, (ss**2 * (st**2 - ss**2) / st**2).sqrt().expand_as(z_std))
-    _, rd_mean = ReverseDiffusion().step(ve, score, x, t, s)
+    z_fwd = (Ancestral(variance="forward").step(model, x, t, s, _gen(1))[0] - mean) / torch.randn(5, 2, generator=_gen(1), dtype=torch.float64)
+    assert torch.allclose(z_fwd, (st**2 - ss**2).sqrt().expand_as(z_fwd))
+    _, rd_mean = ReverseDiffusion().step(model, x, t, s)
     assert torch.allclose(rd_mean, mean)
     vp = VPSDE()
     beta = 1 - torch.exp(-(vp.beta_integral(t) - vp.beta_integral(s)))
-    _, mean = Ancestral().step(vp, score, x, t, s)
+    _, mean = Ancestral().step(as_model(vp, score), x, t, s)
     assert torch.allclose(mean, (x + beta[:, None] * score(x, t)) / torch.sqrt(1 - beta)[:, None])
 
 

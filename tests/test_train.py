@@ -11,17 +11,9 @@ import torch
 
 from sde_lab import make_target
 from sde_lab.losses import dsm_loss
-from sde_lab.score import ScoreModel
-from sde_lab.train import (
-    CheckpointError,
-    EMA,
-    Trainer,
-    TrainingDiverged,
-    apply_overrides,
-    load_checkpoint_score,
-    load_config,
-    train,
-)
+from sde_lab.model import ScoreModel
+from sde_lab.config import apply_overrides, build_trainer, load_checkpoint_score, load_config, train
+from sde_lab.training import EMA, CheckpointError, Trainer, TrainingDiverged
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "vp" / "toy2d.py"
@@ -62,11 +54,11 @@ def _params(model):
 def test_resume_equals_uninterrupted_run(tmp_path):
     """3 steps + checkpoint + resume for 3 more == 6 uninterrupted steps (weights, EMA, optimizer)."""
     ds = data()
-    full = Trainer(tiny_config(), tmp_path / "full", dataset=ds, progress=False)
+    full = build_trainer(tiny_config(), tmp_path / "full", dataset=ds, progress=False)
     full.fit(6)
-    part = Trainer(tiny_config(), tmp_path / "part", dataset=ds, progress=False)
+    part = build_trainer(tiny_config(), tmp_path / "part", dataset=ds, progress=False)
     part.fit(3)
-    resumed = Trainer(tiny_config(), tmp_path / "part", dataset=ds, resume=True, progress=False)
+    resumed = build_trainer(tiny_config(), tmp_path / "part", dataset=ds, resume=True, progress=False)
     assert resumed.step_count == 3
     resumed.fit(6)
     for a, b in zip(_params(full.model), _params(resumed.model)):
@@ -76,7 +68,7 @@ def test_resume_equals_uninterrupted_run(tmp_path):
     sa, sb = full.optimizer.state_dict()["state"], resumed.optimizer.state_dict()["state"]
     assert all(torch.equal(sa[k]["exp_avg_sq"], sb[k]["exp_avg_sq"]) for k in sa)
     # teeth: a run with another seed differs
-    other = Trainer(tiny_config(seed=7), tmp_path / "other", dataset=ds, progress=False)
+    other = build_trainer(tiny_config(seed=7), tmp_path / "other", dataset=ds, progress=False)
     other.fit(6)
     assert not all(torch.equal(a, b) for a, b in zip(_params(full.model), _params(other.model)))
     # checkpoint files: atomic names, latest pointer, EMA weights loaded by load_checkpoint_score
@@ -100,7 +92,7 @@ def _ddp_worker(rank, world, port, workdir, out):
     torch.set_num_threads(1)
     import torch.distributed as dist
 
-    trainer = Trainer(tiny_config(**{"optim.grad_clip": 1e9}), workdir, dataset=data(), progress=False)
+    trainer = build_trainer(tiny_config(**{"optim.grad_clip": 1e9}), workdir, dataset=data(), progress=False)
     trainer.step()
     if rank == 0:
         torch.save([p.grad for p in trainer.model.parameters()], out)
@@ -113,13 +105,13 @@ def test_ddp_two_gloo_processes_match_single_process_gradients(tmp_path):
     out = tmp_path / "ddp_grads.pt"
     mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path / "ddp"), str(out)), nprocs=2, join=True)
     ddp = torch.load(out)
-    single = Trainer(tiny_config(**{"optim.grad_clip": 1e9}), tmp_path / "single", dataset=data(), progress=False)
+    single = build_trainer(tiny_config(**{"optim.grad_clip": 1e9}), tmp_path / "single", dataset=data(), progress=False)
     single.step()
     grads = [p.grad for p in single.model.parameters()]
     assert max((a - b).abs().max().item() for a, b in zip(ddp, grads)) < 1e-6
     assert max(g.abs().max().item() for g in grads) > 1e-3  # not trivially zero
     # teeth: gradients of half the batch (one rank alone) differ
-    half = Trainer(tiny_config(**{"optim.grad_clip": 1e9, "training.batch_size": 8}), tmp_path / "half", dataset=data(), progress=False)
+    half = build_trainer(tiny_config(**{"optim.grad_clip": 1e9, "training.batch_size": 8}), tmp_path / "half", dataset=data(), progress=False)
     half.step()
     assert max((p.grad - b).abs().max().item() for p, b in zip(half.model.parameters(), grads)) > 1e-4
 
@@ -149,7 +141,7 @@ def test_torchrun_cli_two_gloo_processes_equal_single_process_training(tmp_path)
         assert len(pa) == len(pb) > 0
         assert max((x - y).abs().max().item() for x, y in zip(pa, pb)) < 1e-5
     # teeth: training moved the parameters away from the initialisation
-    init = Trainer(load_config(CONFIG), tmp_path / "init", dataset=data(512), progress=False).model.state_dict()
+    init = build_trainer(load_config(CONFIG), tmp_path / "init", dataset=data(512), progress=False).model.state_dict()
     assert max((init[k] - v).abs().max().item() for k, v in b["model"].items()) > 1e-3
 
 
@@ -182,16 +174,16 @@ def test_loss_decreases(tmp_path):
     """The MLP's DSM loss on fixed draws falls well below that of the initial (zero-output) network."""
     config = tiny_config(**{"training.n_iters": 300, "training.batch_size": 128, "model.hidden": 64,
                             "optim.lr": 3e-3, "model.ema_rate": 0.9, "training.snapshot_freq": 10_000})
-    trainer = Trainer(config, tmp_path, progress=False)
+    trainer = build_trainer(config, tmp_path, progress=False)
     x0 = data(4000, 11)
     g = torch.Generator().manual_seed(5)
     t = 1e-5 + (1 - 1e-5) * torch.rand(4000, generator=g)
     z = torch.randn(x0.shape, generator=g)
     with torch.no_grad():
-        before = dsm_loss(trainer.model, trainer.sde, x0, t=t, z=z, reduce="mean").mean()
+        before = dsm_loss(trainer.model, trainer.path, x0, t=t, z=z, reduce="mean").mean()
     result = trainer.fit()
     with torch.no_grad():
-        after = dsm_loss(result.model, trainer.sde, x0, t=t, z=z, reduce="mean").mean()
+        after = dsm_loss(result.model, trainer.path, x0, t=t, z=z, reduce="mean").mean()
     assert after < 0.8 * before
     assert result.losses[-1][1] < result.losses[0][1]
 
@@ -221,8 +213,8 @@ def test_bad_configs_shapes_and_checkpoints_give_clear_errors(tmp_path):
         apply_overrides(config, ["trainig.n_iters=5"])
     with pytest.raises(ValueError, match=r"shape \(3,\).*expects \(2,\)"):
         train(config, tmp_path / "shape", dataset=torch.randn(64, 3), progress=False)
-    with pytest.raises(ValueError, match="multiple of the number of processes|positive multiple"):
-        Trainer(tiny_config(**{"training.batch_size": 0}), tmp_path / "b", dataset=data(), progress=False)
+    with pytest.raises(ValueError, match="batch_size must be a positive"):
+        build_trainer(tiny_config(**{"training.batch_size": 0}), tmp_path / "b", dataset=data(), progress=False)
     with pytest.raises(CheckpointError, match="does not exist"):
         load_checkpoint_score(tmp_path / "missing_dir")
     (tmp_path / "e" / "checkpoints").mkdir(parents=True)
@@ -233,7 +225,7 @@ def test_bad_configs_shapes_and_checkpoints_give_clear_errors(tmp_path):
     with pytest.raises(CheckpointError, match="corrupt"):
         load_checkpoint_score(tmp_path / "e")
     with pytest.raises(CheckpointError, match="corrupt"):
-        Trainer(tiny_config(), tmp_path / "e", dataset=data(), resume=True, progress=False)
+        build_trainer(tiny_config(), tmp_path / "e", dataset=data(), resume=True, progress=False)
 
 
 def test_cli_train_and_errors(tmp_path, capsys):
@@ -252,7 +244,7 @@ def test_cli_train_and_errors(tmp_path, capsys):
 
 
 def test_make_optimizer_fused_adam_matches_foreach_adam():
-    from sde_lab.train import make_optimizer
+    from sde_lab.training import make_optimizer
 
     optim = load_config(CONFIG).optim
     torch.manual_seed(0)
@@ -282,7 +274,7 @@ def test_make_optimizer_fused_adam_matches_foreach_adam():
 def test_sampler_batches_are_a_function_of_seed_and_step_and_split_across_ranks():
     """A sampler source is drawn several batches per call; batch ``step`` must not depend on the order of
     access, consecutive batches must differ, and two ranks' slices must make up the global batch."""
-    from sde_lab.train import _Batches
+    from sde_lab.training import BatchStream as _Batches
 
     target = make_target("ring")
     one = _Batches(target, 32, seed=7, rank=0, world=1)
@@ -301,7 +293,7 @@ def test_sampler_batches_are_a_function_of_seed_and_step_and_split_across_ranks(
 
 
 def test_sampler_without_a_stated_sample_size_is_drawn_one_batch_at_a_time():
-    from sde_lab.train import _Batches
+    from sde_lab.training import BatchStream as _Batches
 
     calls = []
 
@@ -328,7 +320,7 @@ def test_bf16_autocast_trains_in_bf16_and_tracks_the_float32_run(tmp_path):
     ds = data()
     runs = {}
     for bf16 in (False, True):
-        trainer = Trainer(tiny_config(**{"training.bf16": bf16}), tmp_path / str(bf16), dataset=ds, progress=False)
+        trainer = build_trainer(tiny_config(**{"training.bf16": bf16}), tmp_path / str(bf16), dataset=ds, progress=False)
         seen, hooks = _linear_output_dtypes(trainer.model)
         result = trainer.fit(6)
         for h in hooks:
@@ -349,7 +341,7 @@ def test_compiled_loss_trains_like_eager(tmp_path):
     ds = data()
     params = {}
     for compiled in (False, True):
-        trainer = Trainer(tiny_config(**{"training.compile": compiled}), tmp_path / str(compiled), dataset=ds, progress=False)
+        trainer = build_trainer(tiny_config(**{"training.compile": compiled}), tmp_path / str(compiled), dataset=ds, progress=False)
         assert hasattr(trainer.loss_module, "_orig_mod") == compiled  # what torch.compile wraps
         trainer.fit(4)
         params[compiled] = _params(trainer.model)
@@ -360,7 +352,7 @@ def test_compiled_loss_trains_like_eager(tmp_path):
 @pytest.mark.parametrize("clip", [1e-3, 1e9])
 def test_step_clips_the_gradient_to_the_configured_norm(tmp_path, clip):
     """The optimizer sees gradients of norm min(‖g‖, clip); the step reports the unclipped ‖g‖."""
-    trainer = Trainer(tiny_config(**{"optim.grad_clip": clip}), tmp_path, dataset=data(), progress=False)
+    trainer = build_trainer(tiny_config(**{"optim.grad_clip": clip}), tmp_path, dataset=data(), progress=False)
     seen = []
     trainer.optimizer.register_step_pre_hook(
         lambda opt, args, kwargs: seen.append(float(torch.linalg.vector_norm(torch.cat([p.grad.flatten() for p in trainer.model.parameters()]))))

@@ -40,16 +40,16 @@ def add_parser(sub):
     p.add_argument("--metric", required=True, choices=list(METRICS), help="metric to compute")
     p.add_argument("--n", type=int, default=None, help="number of samples (default: 2000 low-dim, 10000 images)")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--ckpt", metavar="PATH", help="training checkpoint or workdir (sde_lab.train.load_checkpoint_score)")
+    src.add_argument("--ckpt", metavar="PATH", help="training checkpoint or workdir (sde_lab.config.load_checkpoint_score)")
     src.add_argument("--target", choices=sorted(TARGETS), help="analytic oracle target (exact score under --sde)")
     src.add_argument("--samples", metavar="PATH", help="evaluate saved samples (.pt/.npz/.npy, model range; uint8 = pixels)")
     p.add_argument("--sde", choices=sorted(SDES), default="vp", help="SDE for --target (default: vp)")
     s = p.add_argument_group("sampling")
     s.add_argument("--solver", choices=sorted(SOLVERS), default="pc", help="default: pc")
     s.add_argument("--steps", type=int, default=1000, help="default: 1000")
-    s.add_argument("--predictor", choices=sorted(PREDICTORS), default="reverse_diffusion")
-    s.add_argument("--corrector", choices=sorted(CORRECTORS), default="langevin")
-    s.add_argument("--snr", type=float, default=0.16)
+    s.add_argument("--predictor", choices=sorted(PREDICTORS), default=None, help="pc predictor (default: reverse_diffusion)")
+    s.add_argument("--corrector", choices=sorted(CORRECTORS), default=None, help="pc corrector (default: langevin)")
+    s.add_argument("--snr", type=float, default=None, help="corrector snr, pc and ald (default: 0.16 pc, 0.35 ald)")
     s.add_argument("--eps", type=float, default=SAMPLING_EPS, help=f"final time (default: {SAMPLING_EPS})")
     s.add_argument("--batch-size", type=int, default=1000, help="samples per solver call (default: 1000)")
     s.add_argument("--save-samples", metavar="PATH", help="write the samples (model range) to a .pt file")
@@ -77,13 +77,12 @@ def add_parser(sub):
 def load_checkpoint_source(path: str, device: str):
     """``(score model, sde, shape of one sample, dataset name, centered)`` from a training checkpoint.
 
-    Uses ``sde_lab.train.load_checkpoint(_score)``; the data set, shape and scaling come from the
+    Uses ``sde_lab.config.load_checkpoint_score``; the data set, shape and scaling come from the
     checkpoint's stored config.
     """
-    from ..train import config_from_dict, data_shape, load_checkpoint, load_checkpoint_score
+    from ..config import config_from_checkpoint, data_shape, load_checkpoint_score
 
-    state = load_checkpoint(path)
-    config = config_from_dict(json.loads(state["config"]))
+    config = config_from_checkpoint(path)
     model = load_checkpoint_score(path, config, map_location=device)
     return model, model.sde, data_shape(config), str(config.data.dataset), bool(config.data.get("centered", False))
 
@@ -106,7 +105,7 @@ def load_samples_file(path: str) -> torch.Tensor:
 
 
 def _sample(args, sde, score_fn, shape, n):
-    from ..sampling import sample
+    from ..config import sample
 
     gen = torch.Generator().manual_seed(args.seed)
     xs, nfes, wall = [], [], 0.0
@@ -114,8 +113,7 @@ def _sample(args, sde, score_fn, shape, n):
     for b in range(batches):
         m = min(args.batch_size, n - b * args.batch_size)
         opts = dict(solver=args.solver, steps=args.steps, eps=args.eps, generator=gen, device=args.device)
-        if args.solver == "pc":
-            opts.update(predictor=args.predictor, corrector=args.corrector, snr=args.snr)
+        opts.update({k: v for k, v in (("predictor", args.predictor), ("corrector", args.corrector), ("snr", args.snr)) if v is not None})
         res = sample(sde, score_fn, (m, *shape), **opts)
         xs.append(res.samples.detach().to("cpu", torch.float32))
         nfes.append(res.nfe)
@@ -230,7 +228,8 @@ def run(args) -> int:
             sde = make_sde(args.sde)
             score_fn, shape = target.score_fn(sde), tuple(target.event_shape)
             dataset = args.dataset or args.target
-        print(f"sampling {n} with solver={args.solver} steps={args.steps}" + (f" ({args.predictor} + {args.corrector})" if args.solver == "pc" else ""))
+        pc = f" ({args.predictor or 'reverse_diffusion'} + {args.corrector or 'langevin'})" if args.solver == "pc" else ""
+        print(f"sampling {n} with solver={args.solver} steps={args.steps}" + pc)
         samples, nfes, wall = _sample(args, sde, score_fn, shape, n)
         if args.save_samples:
             Path(args.save_samples).expanduser().parent.mkdir(parents=True, exist_ok=True)

@@ -109,17 +109,14 @@ def checkpoint_source(args, generator: torch.Generator) -> Source:
     """A trained model's EMA score (from ``--ckpt``) and integer pixels of ``--dataset``/``--split``.
 
     The SDE, the network and the data scaler come from the config stored in the checkpoint
-    (:func:`sde_lab.train.load_checkpoint_score`); the pixels are the raw integers of
+    (:func:`sde_lab.config.load_checkpoint_score`); the pixels are the raw integers of
     :func:`sde_lab.data.get_pixels` at the model's resolution, dequantized with the data set's own number
     of levels.
     """
-    import json
-
+    from ..config import config_from_checkpoint, data_shape, load_checkpoint_score
     from ..data import dataset_info, get_pixels, make_scaler
-    from ..train import config_from_dict, data_shape, load_checkpoint, load_checkpoint_score
 
-    state = load_checkpoint(args.ckpt)
-    config = config_from_dict(json.loads(state["config"]))
+    config = config_from_checkpoint(args.ckpt)
     model = load_checkpoint_score(args.ckpt, config, map_location=args.device)
     shape = data_shape(config)
     info = dataset_info(args.dataset)

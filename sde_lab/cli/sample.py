@@ -22,8 +22,8 @@ import numpy as np
 import torch
 
 from ..analytic import make_target
+from ..config import sample
 from ..registry import CORRECTORS, PREDICTORS, SDES, SOLVERS, TARGETS, make_sde
-from ..sampling import sample
 from ..sde import SAMPLING_EPS, SDE
 
 
@@ -59,15 +59,17 @@ def add_parser(sub):
                    "a checkpoint brings its own")
     p.add_argument("--solver", choices=sorted(SOLVERS), default="pc", help="sampler (default: pc)")
     p.add_argument("--steps", type=int, default=1000, help="time steps / noise levels (default: 1000)")
-    p.add_argument("--predictor", choices=sorted(PREDICTORS), default="reverse_diffusion", help="pc predictor")
-    p.add_argument("--corrector", choices=sorted(CORRECTORS), default="langevin", help="pc corrector")
-    p.add_argument("--snr", type=float, default=0.16, help="corrector signal-to-noise ratio (default: 0.16 for pc; the ald solver keeps its own 0.5 unless set)")
-    p.add_argument("--n-corrector-steps", type=int, default=1, help="corrector steps per time step (default: 1)")
+    p.add_argument("--predictor", choices=sorted(PREDICTORS), default=None, help="pc predictor (default: reverse_diffusion)")
+    p.add_argument("--corrector", choices=sorted(CORRECTORS), default=None, help="pc corrector (default: langevin)")
+    p.add_argument("--snr", type=float, default=None,
+                   help="corrector signal-to-noise ratio, for pc and ald (default: 0.16 for pc's Langevin, 0.35 for ald)")
+    p.add_argument("--n-corrector-steps", type=int, default=None, help="corrector steps per time step, pc and ald (default: 1)")
     p.add_argument("--eps", type=float, default=SAMPLING_EPS, help=f"final time (default: {SAMPLING_EPS})")
     p.add_argument("--no-denoise", action="store_true", help="skip the final Tweedie denoising step")
-    p.add_argument("--rtol", type=float, default=1e-5, help="ODE relative tolerance (default: 1e-5)")
-    p.add_argument("--atol", type=float, default=1e-5, help="ODE absolute tolerance (default: 1e-5)")
-    p.add_argument("--method", default=None, help="ODE method (scipy: RK45, ...) or sdeint method (euler, milstein, srk)")
+    p.add_argument("--rtol", type=float, default=None, help="ode / sdeint relative tolerance (default: 1e-5)")
+    p.add_argument("--atol", type=float, default=None, help="ode / sdeint absolute tolerance (default: 1e-5)")
+    p.add_argument("--method", default=None, help="ode method (scipy: RK45, ...; default RK45) or sdeint method "
+                   "(euler, milstein, srk; default euler)")
     p.add_argument("--n", type=int, default=1000, help="number of samples (default: 1000)")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
@@ -96,25 +98,21 @@ def _load_model(args):
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if args.config:
         from ..checkpoints import load_official_checkpoint
-        from ..train import load_config
+        from ..config import load_config
 
         config = load_config(args.config)
         model = load_official_checkpoint(args.ckpt, config, device=device)
         model._sde_lab_config = config
         return model
-    from ..train import load_checkpoint, load_checkpoint_score
+    from ..config import config_from_checkpoint, load_checkpoint_score
 
     model = load_checkpoint_score(args.ckpt, map_location=device)
-    import json
-
-    from ..train import config_from_dict
-
-    model._sde_lab_config = config_from_dict(json.loads(load_checkpoint(args.ckpt, "cpu")["config"]))
+    model._sde_lab_config = config_from_checkpoint(args.ckpt)
     return model
 
 
 def _model_shape(model, args) -> tuple[int, ...]:
-    from ..train import data_shape
+    from ..config import data_shape
 
     return data_shape(model._sde_lab_config)
 
@@ -183,20 +181,12 @@ def run(args) -> int:
         source = source._replace(true_samples=lambda n, g: comp.sample(n, g))
     generator = torch.Generator().manual_seed(args.seed)
 
-    options = dict(
-        solver=args.solver, steps=args.steps, predictor=args.predictor, corrector=args.corrector, snr=args.snr,
-        n_corrector_steps=args.n_corrector_steps, eps=args.eps, denoise=not args.no_denoise,
-        rtol=args.rtol, atol=args.atol,
-    )
-    if args.method is not None:
-        options["method"] = args.method
-    if "progress" in _solver_params(args.solver):
-        options["progress"] = not args.quiet
+    options = sampler_options(args)
 
     start = time.perf_counter()
     try:
         result = sample(sde, source.score_fn, (args.n, *source.event_shape), generator=generator, device=device,
-                        condition=condition, **options)
+                        condition=condition, progress=not args.quiet, **options)
     except FloatingPointError as e:
         raise ValueError(str(e)) from None
     if device.type == "cuda":
@@ -217,10 +207,15 @@ def run(args) -> int:
     return 0
 
 
-def _solver_params(name: str):
-    import inspect
-
-    return inspect.signature(SOLVERS[name][0]).parameters
+def sampler_options(args) -> dict:
+    """The sampling options the user gave (each one is passed on; a solver refuses options it does not take)."""
+    options = dict(solver=args.solver, steps=args.steps, eps=args.eps)
+    given = {"predictor": args.predictor, "corrector": args.corrector, "snr": args.snr,
+             "n_corrector_steps": args.n_corrector_steps, "rtol": args.rtol, "atol": args.atol, "method": args.method}
+    options.update({k: v for k, v in given.items() if v is not None})
+    if args.no_denoise:
+        options["denoise"] = False
+    return options
 
 
 def _plot(x: np.ndarray, true: np.ndarray | None, path: Path, title: str) -> None:

@@ -30,7 +30,8 @@ def add_parser(sub):
 
 
 def run(args) -> int:
-    from ..train import TrainingDiverged, apply_overrides, load_config, train
+    from ..config import apply_overrides, load_config, train
+    from ..training import TrainingDiverged
 
     config = load_config(args.config)
     if args.sde is not None:
