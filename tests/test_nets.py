@@ -434,3 +434,40 @@ def test_score_model_conventions_from_published_configs():
     cfg.model.prediction = "score"  # contradicts scale_by_sigma=True
     with pytest.raises(ValueError, match="scale_by_sigma"):
         score_model_from_config(net, cfg)
+
+
+def test_discrete_time_checkpoints_follow_score_sde_get_score_fn():
+    """score_sde's get_score_fn(continuous=False), written out: VP ``labels = t (N − 1)``,
+    ``score = −net(x, labels) / sqrt_1m_alphas_cumprod[labels.long()]``; VE ``labels = round((T − t)(N − 1))``,
+    ``score = net(x, labels) / σ_desc[labels]`` (NCSN ordering, the network's scale_by_sigma). v1 divided by the
+    continuous σ(t) instead (4.5% off at t = 1e-3 on VP)."""
+    from sde_lab.config import load_config as load_file
+
+    root = Path(__file__).resolve().parents[1] / "configs"
+    seen = {}
+
+    class Net(torch.nn.Module):
+        def forward(self, x, labels):
+            seen["labels"] = labels
+            return x * (1.0 + labels[:, None, None, None] / 1000.0)
+
+    x = torch.randn(4, 3, 4, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    t = torch.tensor([1e-3, 0.2503, 0.5, 0.9999], dtype=torch.float64)
+
+    vp = score_model_from_config(Net(), load_file(root / "vp" / "cifar10_ddpmpp.py"))
+    N = 1000
+    betas = torch.linspace(0.1 / N, 20.0 / N, N, dtype=torch.float64)  # score_sde's VPSDE.discrete_betas
+    sqrt_1m = torch.sqrt(1.0 - torch.cumprod(1.0 - betas, 0))
+    labels = t * (N - 1)
+    expected = -Net()(x, labels) / sqrt_1m[labels.long()][:, None, None, None]
+    torch.testing.assert_close(vp.score(x, t), expected, rtol=1e-10, atol=0)
+    torch.testing.assert_close(seen["labels"], labels)
+    continuous = -Net()(x, labels) / vp.path.marginal(t)[1][:, None, None, None]
+    assert ((continuous / expected) - 1).abs().max() > 0.03  # the v1 conversion (4.5% off at t = 1e-3)
+
+    ve = score_model_from_config(Net(), load_file(root / "ve" / "cifar10_ncsnpp.py"))
+    sigmas_desc = torch.exp(torch.linspace(math.log(50.0), math.log(0.01), N, dtype=torch.float64))  # get_sigmas
+    labels = torch.round((1.0 - t) * (N - 1)).long()
+    expected = Net()(x, labels.double()) / sigmas_desc[labels][:, None, None, None]
+    torch.testing.assert_close(ve.score(x, t), expected, rtol=1e-10, atol=0)
+    assert torch.equal(seen["labels"], labels.double())

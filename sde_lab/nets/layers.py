@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import up_fir
+from .init import default_init
 
 __all__ = [
     "ACTIVATIONS",
@@ -50,20 +51,6 @@ def activation(name: str) -> nn.Module:
         return ACTIVATIONS[name.lower()]()
     except KeyError:
         raise ValueError(f"unknown nonlinearity {name!r}; valid choices: {', '.join(ACTIVATIONS)}") from None
-
-
-def default_init(shape: Sequence[int], scale: float = 1.0) -> torch.Tensor:
-    """DDPM's initialiser: ``U(-a, a)`` with ``a = sqrt(3 scale / fan_avg)``; ``scale = 0`` means 1e-10.
-
-    ``fan_in`` is dimension 1 and ``fan_out`` dimension 0, each times the receptive field (the product of
-    the remaining dimensions), like ``jax.nn.initializers.variance_scaling``.
-    """
-    scale = 1e-10 if scale == 0 else scale
-    shape = tuple(shape)
-    receptive = math.prod(shape[2:]) if len(shape) > 2 else 1
-    fan_in, fan_out = shape[1] * receptive, shape[0] * receptive
-    bound = math.sqrt(3.0 * scale / ((fan_in + fan_out) / 2))
-    return (torch.rand(shape) * 2.0 - 1.0) * bound
 
 
 def _init_(module: nn.Conv2d | nn.Linear, scale: float = 1.0) -> nn.Module:

@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .init import default_init
+
 __all__ = [
     "setup_kernel",
     "upfirdn2d",
@@ -143,8 +145,6 @@ class FIRConv2d(nn.Module):
     def __init__(self, in_ch: int, out_ch: int, kernel: int = 3, *, up: bool = False, down: bool = False,
                  resample_kernel: Sequence[float] = (1, 3, 3, 1), use_bias: bool = True, init_scale: float = 1.0):
         super().__init__()
-        from .layers import default_init  # local import: layers imports this module
-
         if up and down:
             raise ValueError("FIRConv2d: choose at most one of up=True and down=True")
         if kernel < 1 or kernel % 2 == 0:

@@ -66,11 +66,7 @@ class BatchStream:
         return {"batches_consumed": step, "seed": self.seed}
 
     def _indices(self, step: int) -> torch.Tensor:
-        epoch, b = divmod(step, self.per_epoch)
-        g = torch.Generator().manual_seed(step_seed(self.seed, epoch, STREAM_PERMUTATION))
-        perm = torch.randperm(len(self.source), generator=g)
-        lo = b * self.B + self.rank * self.local
-        return perm[lo : lo + self.local]
+        return _rank_indices(len(self.source), self.B, self.per_epoch, self.seed, self.rank, self.local, step)
 
     def _first(self, item):
         """``x`` of an item, or ``(x, y)`` when training on labels."""
@@ -139,16 +135,30 @@ class BatchStream:
         return max(1, min(64, self.SAMPLER_CHUNK_ELEMENTS // max(1, self.B * math.prod(shape))))
 
     def _start_loader(self, step: int) -> None:
-        outer = self
-
-        class _Sampler(torch.utils.data.Sampler):
-            def __iter__(self):
-                s = step
-                while True:
-                    yield outer._indices(s).tolist()
-                    s += 1
-
-        loader = torch.utils.data.DataLoader(
-            self.source, batch_sampler=_Sampler(), num_workers=self.num_workers, persistent_workers=False
-        )
+        # the sampler holds plain numbers, not the stream: no reference cycle keeps the workers alive
+        sampler = _BatchIndices(len(self.source), self.B, self.per_epoch, self.seed, self.rank, self.local, step)
+        loader = torch.utils.data.DataLoader(self.source, batch_sampler=sampler, num_workers=self.num_workers,
+                                             persistent_workers=False)
         self._iter = (step, iter(loader))
+
+
+def _rank_indices(n: int, B: int, per_epoch: int, seed: int, rank: int, local: int, step: int) -> torch.Tensor:
+    """This rank's indices of global batch ``step``: a seeded permutation per epoch."""
+    epoch, b = divmod(step, per_epoch)
+    g = torch.Generator().manual_seed(step_seed(seed, epoch, STREAM_PERMUTATION))
+    perm = torch.randperm(n, generator=g)
+    lo = b * B + rank * local
+    return perm[lo : lo + local]
+
+
+class _BatchIndices(torch.utils.data.Sampler):
+    """The endless sequence of this rank's batch indices from ``start`` on."""
+
+    def __init__(self, n, B, per_epoch, seed, rank, local, start):
+        self.args, self.start = (n, B, per_epoch, seed, rank, local), start
+
+    def __iter__(self):
+        s = self.start
+        while True:
+            yield _rank_indices(*self.args, s).tolist()
+            s += 1
