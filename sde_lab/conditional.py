@@ -40,7 +40,7 @@ from typing import Callable, Sequence, Union
 import torch
 
 from .correctors import Corrector, Langevin, NoCorrector
-from .grids import uniform_time_grid
+from .grids import logsnr_grid, uniform_time_grid
 from .model import DiffusionModel, ScoreFn, as_model
 from .noise import NoiseLike, as_noise, draw_normal
 from .predictors import Ancestral, Predictor, ReverseDiffusion
@@ -534,7 +534,8 @@ def inpaint(sde: SDE, score_fn, observed: torch.Tensor, mask: torch.Tensor, *, p
         mask: 1 / ``True`` = known; any shape broadcastable to ``observed`` (see :func:`check_mask`).
         predictor, corrector: step objects from :mod:`sde_lab.predictors` / :mod:`sde_lab.correctors`; the
             default corrector is ``Langevin(snr, n_corrector_steps)`` — the paper's PC sampler.
-        steps: predictor steps on the uniform grid from ``T`` to ``eps`` (or an explicit ``grid``).
+        steps: predictor steps on the grid from ``T`` to ``eps`` uniform in λ, the PC sampler's default (or an
+            explicit ``grid``).
 
     Returns:
         :class:`SampleResult` with the completed samples (known part equal to ``observed``), the number of
@@ -548,7 +549,7 @@ def inpaint(sde: SDE, score_fn, observed: torch.Tensor, mask: torch.Tensor, *, p
         )
     known = check_mask(mask, observed.shape).to(observed.device)
     if grid is None:
-        grid = uniform_time_grid(steps, _check_eps(sde, eps), sde.T)
+        grid = logsnr_grid(sde, steps, _check_eps(sde, eps))
     model = as_model(sde, score_fn)
     cb = progress_callback(len(grid) - 1, "inpaint") if progress else None
     try:

@@ -9,7 +9,8 @@ table maps a name to a constructor (or function) and a one-line description; :fu
 each builds the solver object from its own named options (every option given is passed on — none is
 dropped for equalling a default) and the solver's default grid for ``steps``, with the v1 meaning of
 ``steps`` per solver (intervals for ``pc``/``sdeint``, levels for ``ald`` and ``heun``, the NFE budget for
-``dpm_solver``, the number of steps for ``dpm_solver_pp``).
+``dpm_solver``, the number of steps for ``dpm_solver_pp``). ``grid="uniform"`` restores v1's uniform-t grid
+for ``pc`` (its default is uniform in log-SNR, ``experiments/pc_study.py``).
 """
 
 from __future__ import annotations
@@ -166,7 +167,7 @@ def _pc(path, steps, eps, t_max, *, predictor="reverse_diffusion", corrector="la
     final = final if final is not None else ("tweedie" if denoise else "none")
     solver = _sampling.PredictorCorrector(make_predictor(predictor),
                                           make_corrector(corrector, snr=snr, n_steps=n_corrector_steps), final)
-    return solver, _grid("uniform", path, steps, eps, t_max)
+    return solver, _grid("logsnr", path, steps, eps, t_max)
 
 
 def _ald(path, steps, eps, t_max, *, snr=None, n_corrector_steps=None, denoise=True):
@@ -218,7 +219,7 @@ _ADAPTIVE_OPTIONS = ("abs_tol", "rel_tol", "h_init", "safety", "exponent", "extr
 
 SOLVERS = _table(
     {
-        "pc": (_pc, "predictor-corrector sampler (any predictor x corrector); steps = intervals of a uniform grid"),
+        "pc": (_pc, "predictor-corrector sampler (any predictor x corrector); steps = intervals, uniform in log-SNR"),
         "ode": (_ode, "probability-flow ODE with scipy solve_ivp (adaptive, float64)"),
         "sdeint": (_sdeint, "reverse SDE with torchsde (euler, milstein, srk; fixed/adaptive)"),
         "ald": (_ald, "annealed Langevin dynamics (Song & Ermon 2019), snr 0.35, n_corrector_steps per level"),

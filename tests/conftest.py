@@ -1,7 +1,16 @@
 """Shared test fixtures."""
 
+import os
+
 import pytest
 import torch
+
+
+def pytest_configure(config):
+    """Under ``pytest -n 2`` (``make test``) each worker gets one intra-op thread: the 2 cores are shared by
+    2 processes, and more threads per process only contend (small tensors gain nothing from them)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")

@@ -76,8 +76,14 @@ def test_pc_matches_oracle(sde_name, combo, floor2d):
     predictor, corrector = combo
     counter = CountingScore(GM.score_fn(sde))
     res = pc_sample(sde, counter, (N, 2), predictor=predictor, corrector=corrector, steps=PC_STEPS, generator=_gen(1))
-    assert _passes(res.samples, GM, floor2d), _quality(res.samples, GM, floor2d)
     assert res.nfe == counter.nfe == PC_STEPS * (predictor.nfe_per_step + corrector.nfe_per_step) + 1
+    # one sample set's SW2 ratio to the floor spreads from ~0.5 to ~2 (8 seeds of sub-VP RD+Langevin: 0.51-2.08), and
+    # pooling sets does not narrow it (the floor shrinks with n too): average the ratios of independent sets
+    sets = [res.samples] + [pc_sample(sde, GM.score_fn(sde), (N, 2), predictor=predictor, corrector=corrector, steps=PC_STEPS,
+                                      generator=_gen(seed)).samples for seed in (2, 3)]
+    ratios = [_quality(x, GM, floor2d)[0] for x in sets]
+    assert sum(ratios) / 3 < 1.6, ratios
+    assert all(_passes(x, GM, 1e9) for x in sets), [_quality(x, GM, floor2d) for x in sets]  # moments of every set
 
 
 @pytest.mark.parametrize(
