@@ -1,25 +1,24 @@
-"""Few-step predictor–corrector sampling on the oracle: grid end point, last step and ancestral variance,
-against score_sde's published PC sampler on the same exact score.
+"""Few-step predictor–corrector sampling on the oracle: grid, last step and ancestral variance, against
+score_sde's published PC sampler on the same exact score.
 
-    python experiments/pc_study.py                 # full study (~15 min on 2 CPU cores)
+    python experiments/pc_study.py                 # full study (~25 min on 2 CPU cores)
     python experiments/pc_study.py --quick         # 2 seeds, fewer step counts
 
-SW2 barely sees a wrong within-mode spread, so every sample set is also judged by the within-mode RMS of
-``(x − μ_k)/s_k`` (1 for exact samples; each sample assigned to its most likely component) and by the total
-variation between its mode weights and the true ones. Variants, all on the same exact oracle model:
+SW2 barely sees a wrong within-mode spread, so every sample set is judged by the within-mode RMS of
+``(x − μ_k)/s_k`` (1 for exact samples; each sample assigned to its most likely component), by the total
+variation between its mode weights and the true ones, and by SW2 over the noise floor. The target is a 2-D
+mixture of 5 separated modes at three widths (``--scales``: the mode stds times 0.25, 1 and 2). Variants, all
+on the same exact oracle model, on a grid of ``N`` intervals from ``T`` to ``eps = 1e-3``:
 
 * ``published`` — score_sde's ``get_pc_sampler`` written out from its formulas (``sampling.py``, ``sde_lib.py``):
   evaluation times ``linspace(T, eps, N)``, every step of length ``T/N`` on the discrete chain of ``N`` levels
   (``discrete_betas = linspace(β_min/N, β_max/N, N)``, geometric ``discrete_sigmas``), ancestral with variance
-  ``β_i``, and the last step's mean returned;
-* ``v1`` — sde_lab 0.1: the uniform grid ``T → eps`` of ``N`` intervals, the last step with its noise, then
-  Tweedie's denoiser at ``eps``;
-* ``eps_mean`` — the same grid, the last step's mean (noise dropped) and no Tweedie step;
-* ``zero_mean`` — the uniform grid ``T → 0`` (each step ``T/N``, like the published sampler), the last step's
-  mean returned at ``t = 0``;
-* ``zero_tweedie`` — the grid ``T → 0`` with Tweedie's denoiser on the last step's mean (an identity where
-  ``σ(0) = 0``; VE's ``σ(0) = σ_min`` is removed by it);
-* ancestral also with ``variance="forward"`` (``σ_ts``, the published ``β_i``) on each grid.
+  ``β_i`` on VP, the last step's mean returned;
+* ``logsnr`` — sde_lab's default: the grid uniform in λ, Tweedie's denoiser at ``eps``;
+* ``uniform`` — sde_lab 0.1: the uniform-t grid (for VE the same as ``logsnr``), Tweedie at ``eps``;
+* ``uniform_mean`` — the uniform-t grid, the last step's mean (its noise dropped), no Tweedie step;
+* ``quadratic`` — ``t`` quadratic in the step index (DDIM's spacing), Tweedie at ``eps``;
+* the ancestral predictor also with ``variance="forward"`` (``σ_ts``; DDPM's ``β_i``) on every grid.
 
 Writes ``figures/pc_study.json`` and ``figures/pc_study.png``.
 """
@@ -49,6 +48,8 @@ from sde_lab import (  # noqa: E402
     PredictorCorrector,
     ReverseDiffusion,
     SubVPSDE,
+    logsnr_grid,
+    quadratic_time_grid,
     uniform_time_grid,
 )
 from sde_lab.metrics import sliced_wasserstein  # noqa: E402
@@ -56,12 +57,12 @@ from sde_lab.metrics import sliced_wasserstein  # noqa: E402
 PATHS = {"ve": VESDE(), "vp": VPSDE(), "subvp": SubVPSDE()}
 
 
-def five_modes() -> GaussianMixture:
-    """2-D, 5 separated modes of unequal weight and anisotropic spread (exact within-mode statistics)."""
+def five_modes(scale: float = 1.0) -> GaussianMixture:
+    """2-D, 5 separated modes of unequal weight and anisotropic spread (stds 0.12–0.3 times ``scale``)."""
     k = torch.arange(5, dtype=torch.float64)
     means = 2.5 * torch.stack([torch.cos(2 * math.pi * k / 5), torch.sin(2 * math.pi * k / 5)], 1)
     stds = torch.tensor([[0.25, 0.12], [0.15, 0.3], [0.2, 0.2], [0.3, 0.15], [0.12, 0.25]], dtype=torch.float64)
-    return GaussianMixture(torch.tensor([0.3, 0.25, 0.2, 0.15, 0.1]), means, stds)
+    return GaussianMixture(torch.tensor([0.3, 0.25, 0.2, 0.15, 0.1]), means, scale * stds)
 
 
 def mode_stats(x: torch.Tensor, gm: GaussianMixture):
@@ -136,26 +137,22 @@ def published_pc(name: str, model, n: int, N: int, predictor: str, corrector: st
     return x_mean
 
 
+VARIANTS = ["published", "logsnr", "uniform", "uniform_mean", "quadratic"]
+
+
 def ours(name, model, n, N, predictor, corrector, snr, eps, g, variant):
     path = PATHS[name]
     pred = {"euler_maruyama": EulerMaruyama(), "reverse_diffusion": ReverseDiffusion(), "ancestral": Ancestral(),
             "ancestral_fwd": Ancestral(variance="forward")}[predictor]
     corr = Langevin(snr=snr) if corrector == "langevin" else NoCorrector()
-    if variant == "v1":
-        grid, final = uniform_time_grid(N, eps), "tweedie"
-    elif variant == "eps_mean":
-        grid, final = uniform_time_grid(N, eps), "mean"
-    elif variant == "zero_mean":
-        grid, final = uniform_time_grid(N, 0.0), "mean"
-    elif variant == "zero_tweedie":
-        grid, final = uniform_time_grid(N, 0.0), "mean_tweedie"
-    else:
-        raise ValueError(variant)
+    grid, final = {
+        "logsnr": (lambda: logsnr_grid(path, N, eps), "tweedie"),
+        "uniform": (lambda: uniform_time_grid(N, eps), "tweedie"),
+        "uniform_mean": (lambda: uniform_time_grid(N, eps), "mean"),
+        "quadratic": (lambda: quadratic_time_grid(path, N, eps), "tweedie"),
+    }[variant]
     x = path.prior_std * torch.randn(n, 2, generator=g, dtype=torch.float64)
-    if final == "mean_tweedie":
-        res = PredictorCorrector(pred, corr, "mean")(model, x, grid, noise=g)
-        return model.x0(res.samples, torch.zeros(n, dtype=torch.float64))
-    return PredictorCorrector(pred, corr, final)(model, x, grid, noise=g).samples
+    return PredictorCorrector(pred, corr, final)(model, x, grid(), noise=g).samples
 
 
 COMBOS = [("euler_maruyama", "none"), ("reverse_diffusion", "langevin"), ("ancestral", "none"), ("ancestral_fwd", "none")]
@@ -164,78 +161,103 @@ COMBOS = [("euler_maruyama", "none"), ("reverse_diffusion", "langevin"), ("ances
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--n", type=int, default=4000)
+    ap.add_argument("--n", type=int, default=3000)
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--steps", type=int, nargs="*", default=[10, 20, 30, 50, 100, 300])
+    ap.add_argument("--scales", type=float, nargs="*", default=[0.25, 1.0, 2.0])
     ap.add_argument("--out", default=str(ROOT / "figures" / "pc_study"))
     args = ap.parse_args()
     if args.quick:
         args.seeds, args.steps = 2, [10, 30, 100]
     torch.set_num_threads(2)
-    gm = five_modes()
     eps = 1e-3
     rows = []
     start = time.time()
-    g_ref = torch.Generator().manual_seed(999)
-    floor = sum(sliced_wasserstein(gm.sample(args.n, g_ref), gm.sample(args.n, g_ref), generator=g_ref) for _ in range(4)) / 4
-    for name in PATHS:
-        model = gm.model(PATHS[name])
-        for pred, corr in COMBOS:
-            published_ok = not (name == "subvp" and pred.startswith("ancestral")) and pred != "ancestral_fwd"
-            variants = ["v1", "eps_mean", "zero_mean", "zero_tweedie"] + (["published"] if published_ok else [])
-            for variant in variants:
-                for N in args.steps:
-                    stats = []
-                    for seed in range(args.seeds):
-                        g = torch.Generator().manual_seed(1000 * seed + N)
-                        if variant == "published":
-                            x = published_pc(name, model, args.n, N, pred, corr, 0.16, eps, g)
-                        else:
-                            x = ours(name, model, args.n, N, pred, corr, 0.16, eps, g, variant)
-                        rms, tv = mode_stats(x, gm)
-                        finite = bool(torch.isfinite(x).all())
-                        sw = sliced_wasserstein(x.float(), gm.sample(args.n, g_ref), generator=g_ref) / floor if finite else float("nan")
-                        stats.append((rms, tv, sw))
-                    mean = [sum(s[k] for s in stats) / len(stats) for k in range(3)]
-                    spread = [max(s[k] for s in stats) - min(s[k] for s in stats) for k in range(3)]
-                    rows.append(dict(path=name, predictor=pred, corrector=corr, variant=variant, steps=N, rms=mean[0],
-                                     tv=mean[1], sw2_ratio=mean[2], rms_range=spread[0], tv_range=spread[1], seeds=args.seeds))
-                    print(f"{name:5s} {pred:17s} {corr:8s} {variant:12s} N={N:4d}  rms {mean[0]:.3f}  TV {mean[1]:.3f}  "
-                          f"SW2 {mean[2]:.2f}x", flush=True)
+    for scale in args.scales:
+        gm = five_modes(scale)
+        g_ref = torch.Generator().manual_seed(999)
+        floor = sum(sliced_wasserstein(gm.sample(args.n, g_ref), gm.sample(args.n, g_ref), generator=g_ref) for _ in range(4)) / 4
+        for name in PATHS:
+            model = gm.model(PATHS[name])
+            for pred, corr in COMBOS:
+                published_ok = not (name == "subvp" and pred.startswith("ancestral")) and pred != "ancestral_fwd"
+                for variant in [v for v in VARIANTS if v != "published" or published_ok]:
+                    for N in args.steps:
+                        stats = []
+                        for seed in range(args.seeds):
+                            g = torch.Generator().manual_seed(1000 * seed + N)
+                            if variant == "published":
+                                x = published_pc(name, model, args.n, N, pred, corr, 0.16, eps, g)
+                            else:
+                                x = ours(name, model, args.n, N, pred, corr, 0.16, eps, g, variant)
+                            rms, tv = mode_stats(x, gm)
+                            finite = bool(torch.isfinite(x).all())
+                            sw = sliced_wasserstein(x.float(), gm.sample(args.n, g_ref), generator=g_ref) / floor if finite else float("nan")
+                            stats.append((rms, tv, sw))
+                        mean = [sum(s[k] for s in stats) / len(stats) for k in range(3)]
+                        spread = [max(s[k] for s in stats) - min(s[k] for s in stats) for k in range(3)]
+                        rows.append(dict(scale=scale, path=name, predictor=pred, corrector=corr, variant=variant, steps=N,
+                                         rms=mean[0], tv=mean[1], sw2_ratio=mean[2], rms_range=spread[0], tv_range=spread[1],
+                                         seeds=args.seeds))
+                        print(f"x{scale:<4} {name:5s} {pred:17s} {corr:8s} {variant:12s} N={N:4d}  rms {mean[0]:.3f}  "
+                              f"TV {mean[1]:.3f}  SW2 {mean[2]:.2f}x", flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    summary = dict(n=args.n, seeds=args.seeds, steps=args.steps, eps=eps, noise_floor_sw2=floor, seconds=time.time() - start,
-                   target="five_modes (experiments/pc_study.py)")
+    summary = dict(n=args.n, seeds=args.seeds, steps=args.steps, scales=args.scales, eps=eps, seconds=time.time() - start,
+                   target="five_modes(scale) (experiments/pc_study.py)", table=_table(rows, args))
     out.with_suffix(".json").write_text(json.dumps({"summary": summary, "rows": rows}, indent=1))
-    _plot(rows, out.with_suffix(".png"), args.steps)
+    _plot(rows, out.with_suffix(".png"), args)
     print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.png')} in {time.time() - start:.0f} s")
 
 
-def _plot(rows, path, steps):
+def _table(rows, args):
+    """Within-mode RMS per (scale, path, predictor, variant) at each step count, and the worst |log RMS|."""
+    print("\nwithin-mode RMS (1 = exact), mean over seeds")
+    table = []
+    for scale in args.scales:
+        for name in PATHS:
+            for pred, corr in COMBOS:
+                for variant in VARIANTS:
+                    r = [x for x in rows if (x["scale"], x["path"], x["predictor"], x["variant"]) == (scale, name, pred, variant)]
+                    if not r:
+                        continue
+                    vals = {x["steps"]: x["rms"] for x in r}
+                    worst = max((abs(math.log(v)) if v == v and v > 0 else float("inf")) for v in vals.values())
+                    table.append(dict(scale=scale, path=name, predictor=pred, corrector=corr, variant=variant, rms=vals,
+                                      worst_abs_log_rms=worst))
+                    print(f"x{scale:<4} {name:5s} {pred:15s} {variant:12s} " + " ".join(f"{vals[n]:6.3f}" for n in sorted(vals)))
+    return table
+
+
+def _plot(rows, path, args):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(3, len(COMBOS), figsize=(4 * len(COMBOS), 9), sharex=True, sharey=True)
-    for i, name in enumerate(PATHS):
-        for j, (pred, corr) in enumerate(COMBOS):
-            ax = axes[i, j]
-            for variant in ["published", "v1", "eps_mean", "zero_mean", "zero_tweedie"]:
-                r = [x for x in rows if x["path"] == name and x["predictor"] == pred and x["variant"] == variant]
-                if r:
-                    ax.plot([x["steps"] for x in r], [x["rms"] for x in r], marker="o", label=variant,
-                            lw=2.5 if variant == "published" else 1.2)
-            ax.axhline(1.0, color="k", lw=0.8)
-            ax.set_xscale("log")
-            ax.set_title(f"{name}: {pred} + {corr}", fontsize=9)
-            if j == 0:
-                ax.set_ylabel("within-mode RMS (1 = exact)")
-            if i == 2:
-                ax.set_xlabel("steps")
+    scales = args.scales
+    fig, axes = plt.subplots(len(PATHS) * len(scales), len(COMBOS), figsize=(4 * len(COMBOS), 2.6 * len(PATHS) * len(scales)),
+                             sharex=True)
+    for si, scale in enumerate(scales):
+        for i, name in enumerate(PATHS):
+            for j, (pred, corr) in enumerate(COMBOS):
+                ax = axes[si * len(PATHS) + i, j]
+                for variant in VARIANTS:
+                    r = [x for x in rows if (x["scale"], x["path"], x["predictor"], x["variant"]) == (scale, name, pred, variant)]
+                    if r:
+                        ax.plot([x["steps"] for x in r], [x["rms"] for x in r], marker="o", label=variant,
+                                lw=2.5 if variant in ("published", "logsnr") else 1.0)
+                ax.axhline(1.0, color="k", lw=0.8)
+                ax.set_xscale("log")
+                ax.set_ylim(0.4, 2.0)
+                ax.set_title(f"modes x{scale}, {name}: {pred} + {corr}", fontsize=8)
+                if j == 0:
+                    ax.set_ylabel("within-mode RMS")
+    for ax in axes[-1]:
+        ax.set_xlabel("steps")
     axes[0, 0].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=90)
 
 
 if __name__ == "__main__":

@@ -14,8 +14,13 @@ of ``(x,)`` or ``(x, y)`` items with ``x`` already in the model's range:
 ``dataset_info(name)`` gives shape, classes and raw pixel levels; ``get_pixels(name, split)`` (or
 ``get_dataset(..., raw=True)``) gives integer pixels for likelihoods in bits/dim.
 
-A scaler maps data in ``[0, 1]`` (8-bit pixels divided by 256 after dequantization, or by 255) to the
-model's range, and back. It is affine, ``y = scale * x + shift``, so its log-Jacobian per dimension is
+One definition of the pixel scale serves training, sampling and the likelihood: pixel ``k`` of ``L`` levels
+owns the dequantization bin ``[k/L, (k+1)/L)`` of ``[0, 1]``; training data are the bin centres
+``(k + ½)/L`` (:func:`pixels_to_unit`), the likelihood dequantizes ``(k + u)/L`` with ``u ~ U[0, 1)``
+(:func:`uniform_dequantize`, whose mean over ``u`` is that centre), and samples map back to ``⌊y L⌋``
+(:func:`unit_to_pixels`). (score_sde trains on ``k/255`` and dequantizes ``(k + u)/256``; for the 17 levels of
+the 8×8 digits that mismatch put the extreme pixels on the edges of their bins.) A scaler maps data in
+``[0, 1]`` to the model's range, and back. It is affine, ``y = scale * x + shift``, so its log-Jacobian per dimension is
 ``log |scale|``: the likelihood code uses it to convert densities between spaces instead of a
 hard-coded constant.
 """
@@ -49,6 +54,8 @@ __all__ = [
     "SCALERS",
     "make_scaler",
     "uniform_dequantize",
+    "pixels_to_unit",
+    "unit_to_pixels",
     "DatasetInfo",
     "ArrayDataset",
     "RandomHorizontalFlip",
@@ -114,6 +121,27 @@ SCALERS = {"zero_one": (ZeroOneScaler, "[0, 1] (identity)"), "centered": (Center
 
 def make_scaler(centered: bool) -> DataScaler:
     return CenteredScaler() if centered else ZeroOneScaler()
+
+
+def _check_levels(levels) -> int:
+    if isinstance(levels, bool) or not isinstance(levels, int) or levels < 2:
+        raise ValueError(f"levels must be an integer >= 2, got {levels!r}")
+    return levels
+
+
+def pixels_to_unit(pixels: torch.Tensor, levels: int = 256) -> torch.Tensor:
+    """Integer pixels ``k ∈ {0, …, levels-1}`` → ``(k + ½) / levels``, the centre of each pixel's dequantization bin."""
+    _check_levels(levels)
+    p = torch.as_tensor(pixels)
+    return (p.to(torch.float64) + 0.5).div(levels).to(p.dtype if p.is_floating_point() else torch.float32)
+
+
+def unit_to_pixels(y: torch.Tensor, levels: int = 256) -> torch.Tensor:
+    """``[0, 1]`` data → the pixel whose bin holds it, ``⌊y levels⌋`` clamped to ``{0, …, levels-1}`` (uint8 for
+    ``levels ≤ 256``); the inverse of :func:`pixels_to_unit` and of :func:`uniform_dequantize`."""
+    _check_levels(levels)
+    k = torch.floor(torch.as_tensor(y, dtype=torch.float64) * levels).clamp(0, levels - 1)
+    return k.to(torch.uint8 if levels <= 256 else torch.long)
 
 
 def uniform_dequantize(pixels: torch.Tensor, generator: torch.Generator | None = None, levels: int = 256) -> torch.Tensor:
@@ -711,7 +739,7 @@ def get_dataset(
     if info.kind == "image":
         x, y = get_pixels(name, split, root=root, image_size=image_size, n=n, download=download)
         if not raw:
-            x = scaler(x.float() / (info.levels - 1))
+            x = scaler(pixels_to_unit(x, info.levels))
         return ArrayDataset(x, y if labels and info.n_classes > 0 else None, transform=transform, info=info)
 
     if channels not in (1, 3):
@@ -728,7 +756,7 @@ def get_dataset(
         files = torch.utils.data.Subset(files, range(min(n, len(files))))
     shape = (3 if name == "celeba" else channels, size, size)
     info = DatasetInfo(info.name, shape, n_classes, info.kind, info.levels, info.splits, info.description)
-    scale = None if raw else (lambda p: scaler(p.float() / 255.0))
+    scale = None if raw else (lambda p: scaler(pixels_to_unit(p, 256)))
     return _MappedDataset(files, scale, transform, labels and has_labels, info)
 
 

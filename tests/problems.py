@@ -74,6 +74,15 @@ def t_max(name: str) -> float | None:
     return T_MAX.get(name)
 
 
+def five_modes(scale: float = 1.0) -> GaussianMixture:
+    """2-D, 5 separated modes of unequal weight and anisotropic spread (stds 0.12–0.3 times ``scale``); the
+    target of ``experiments/pc_study.py``."""
+    k = torch.arange(5, dtype=torch.float64)
+    means = 2.5 * torch.stack([torch.cos(2 * math.pi * k / 5), torch.sin(2 * math.pi * k / 5)], 1)
+    stds = torch.tensor([[0.25, 0.12], [0.15, 0.3], [0.2, 0.2], [0.3, 0.15], [0.12, 0.25]], dtype=torch.float64)
+    return GaussianMixture(torch.tensor([0.3, 0.25, 0.2, 0.15, 0.1]), means, scale * stds)
+
+
 def floor(target: GaussianMixture, n: int, seed: int = 123, repeats: int = 4) -> float:
     """Mean SW2 between independent exact sample sets of size ``n``."""
     return noise_floor(lambda m, g: target.sample(m, g), n, repeats=repeats, generator=gen(seed))
@@ -161,6 +170,6 @@ class GaussianData:
 
 
 __all__ = [
-    "gen", "CosinePath", "RectifiedFlowPath", "COSINE", "RF", "COSINE_T_MAX", "PATHS", "t_max", "floor", "sw_ratio",
+    "gen", "five_modes", "CosinePath", "RectifiedFlowPath", "COSINE", "RF", "COSINE_T_MAX", "PATHS", "t_max", "floor", "sw_ratio",
     "quality", "passes", "mode_stats", "ScaledModel", "wrong", "GaussianData", "make_target",
 ]

@@ -86,17 +86,17 @@ def test_oracle_targets_with_component_labels(name):
 def test_digits_shapes_ranges_labels():
     tr, te, all_ = get_dataset("digits"), get_dataset("digits", split="test"), get_dataset("digits", split="all")
     assert len(tr) == 1500 and len(te) == 297 and len(all_) == 1797
-    assert tr.x.shape == (1500, 1, 8, 8) and tr.x.min() == 0 and tr.x.max() == 1
+    assert tr.x.shape == (1500, 1, 8, 8) and tr.x.min() == 0.5 / 17 and tr.x.max() == 16.5 / 17  # bin centres
     assert set(tr.y.tolist()) == set(range(10))
     from sklearn.datasets import load_digits
 
     raw = load_digits()
-    assert torch.allclose(all_.x[:, 0].double(), torch.from_numpy(raw.images) / 16)  # 0..16 → [0, 1]
+    assert torch.allclose(all_.x[:, 0].double(), (torch.from_numpy(raw.images) + 0.5) / 17)  # 0..16 → bin centres
     c = get_dataset("digits", centered=True)
-    assert c.x.min() == -1 and c.x.max() == 1 and torch.allclose(CenteredScaler().inverse(c.x), tr.x)
+    assert -1 < c.x.min() < -0.9 and 0.9 < c.x.max() < 1 and torch.allclose(CenteredScaler().inverse(c.x), tr.x)
     p = get_dataset("digits16")
     assert p.x.shape == (1500, 1, 16, 16) and torch.equal(p.x[:, :, 4:12, 4:12], tr.x)
-    assert p.x[:, :, :4].abs().sum() == 0
+    assert (p.x[:, :, :4] == 0.5 / 17).all()  # the padding is pixel 0
     px, py = get_pixels("digits", "train")
     assert px.dtype == torch.uint8 and px.max() == 16 and dataset_info("digits").levels == 17 and torch.equal(py, tr.y)
 
@@ -140,10 +140,10 @@ def test_mnist_offline_md5_and_counts(data_root):
         assert _md5(raw / f) == md5
     assert D._IDX_MD5["mnist"]["t10k-images-idx3-ubyte"] == "2646ac647ad5339dbf082846283269ea"  # shared/data/README
     te = get_dataset("mnist", split="test", root=data_root)
-    assert te.x.shape == (10_000, 1, 28, 28) and te.x.min() == 0 and te.x.max() == 1
+    assert te.x.shape == (10_000, 1, 28, 28) and te.x.min() == 0.5 / 256 and te.x.max() == 255.5 / 256
     assert torch.bincount(te.y).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]  # official counts
     px, _ = get_pixels("mnist", "test", root=data_root)
-    assert px.dtype == torch.uint8 and torch.equal(px.float() / 255, te.x)
+    assert px.dtype == torch.uint8 and torch.equal((px.float() + 0.5) / 256, te.x)
     tr_pixels, tr_y = get_pixels("mnist", "train", root=data_root)
     assert tr_pixels.shape == (60_000, 1, 28, 28) and len(tr_y) == 60_000
     small = get_dataset("mnist", split="test", root=data_root, image_size=32, n=100, centered=True)
@@ -209,7 +209,7 @@ def test_image_folder(tmp_path):
     x, y = ds[4]
     assert x.shape == (3, 16, 16) and -1 <= x.min() and x.max() <= 1 and y == 1
     raw = get_dataset("imagefolder", root=tmp_path, image_size=16, raw=True)
-    assert raw[0][0].dtype == torch.uint8 and torch.allclose(make_scaler(True)(raw[0][0].float() / 255), ds[0][0])
+    assert raw[0][0].dtype == torch.uint8 and torch.allclose(make_scaler(True)((raw[0][0].float() + 0.5) / 256), ds[0][0])
     grey = get_dataset("imagefolder", root=tmp_path, image_size=8, channels=1, labels=False, n=2)
     assert len(grey) == 2 and len(grey[0]) == 1 and grey[0][0].shape == (1, 8, 8)
 
@@ -253,3 +253,21 @@ def test_random_horizontal_flip():
     assert ds[0][0].shape == (1, 8, 8)
     with pytest.raises(ValueError):
         RandomHorizontalFlip(1.5)
+
+
+def test_one_pixel_scale_serves_training_and_the_likelihood():
+    """Training data are the centres of the dequantization bins: E_u[(k + u)/L] = (k + ½)/L = the training value,
+    for the 17 levels of the 8×8 digits as for 8-bit images (v1 trained on k/(L − 1), the bins' edges at k = 0
+    and k = L − 1); samples map back to their pixel."""
+    from sde_lab.data import get_pixels, pixels_to_unit, unit_to_pixels
+
+    for levels in (17, 256):
+        k = torch.arange(levels).repeat(2000)
+        u_mean = uniform_dequantize(k, torch.Generator().manual_seed(0), levels=levels).double().reshape(2000, levels).mean(0)
+        torch.testing.assert_close(u_mean, pixels_to_unit(torch.arange(levels), levels).double(), rtol=0, atol=0.02 / levels)
+        assert torch.equal(unit_to_pixels(pixels_to_unit(torch.arange(levels), levels), levels).long(), torch.arange(levels))
+        assert torch.equal(unit_to_pixels(uniform_dequantize(k.double(), levels=levels), levels).long(), k)
+        assert not torch.allclose(pixels_to_unit(torch.arange(levels), levels), torch.arange(levels) / (levels - 1))
+    x = get_dataset("digits", split="test", centered=False, labels=False).x
+    pixels, _ = get_pixels("digits", "test")
+    torch.testing.assert_close(x, pixels_to_unit(pixels, 17).reshape(x.shape))

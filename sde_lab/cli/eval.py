@@ -24,7 +24,7 @@ import torch
 
 from ..analytic import make_target
 from ..classifier import default_classifier_path, load_classifier
-from ..data import dataset_info, dataset_tensors, default_data_root, get_dataset, make_scaler
+from ..data import dataset_info, dataset_tensors, default_data_root, get_dataset, make_scaler, pixels_to_unit
 from ..metrics import ClassifierFeatures, FeatureStats, InceptionFeatures, frechet_distance, inception_score, reference_stats
 from ..registry import CORRECTORS, DATASETS, METRICS, PREDICTORS, SDES, SOLVERS, TARGETS, lookup, make_sde
 from ..sde import SAMPLING_EPS
@@ -214,7 +214,7 @@ def run(args) -> int:
     if args.samples:
         samples = load_samples_file(args.samples)
         if samples.dtype == torch.uint8:
-            samples, centered = samples.float() / 255.0, False
+            samples, centered = pixels_to_unit(samples, 256), False
         samples = samples.float()[:n]
         dataset = args.dataset
         if dataset is None:
