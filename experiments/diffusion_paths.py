@@ -33,7 +33,10 @@ import torch
 from sde_lab.analytic import make_target
 from sde_lab.data import get_dataset
 from sde_lab.metrics import sliced_wasserstein
+from sde_lab.correctors import NoCorrector
+from sde_lab.model import as_model
 from sde_lab.predictors import EulerMaruyama, ProbabilityFlowEuler
+from sde_lab.sampling import PredictorCorrector
 from sde_lab.sampling import denoise_step, ode_sample, uniform_time_grid
 from sde_lab.sde import SAMPLING_EPS, SDE, VESDE, VPSDE, SubVPSDE
 from sde_lab.utils import append_dims, randn_like
@@ -64,15 +67,14 @@ def forward_paths(sde: SDE, x0: torch.Tensor, steps: int, snapshots, generator: 
 def reverse_paths(sde: SDE, score_fn, predictor, x_T: torch.Tensor, steps: int, generator: torch.Generator, keep: int):
     """Run ``predictor`` from the prior sample ``x_T`` at ``T`` to ``SAMPLING_EPS`` (uniform grid), then denoise; returns
     the final samples and the trajectories of the first ``keep`` particles, shape ``(steps + 2, keep, 2)``."""
-    x, n = x_T.clone(), x_T.shape[0]
+    n = x_T.shape[0]
     grid = uniform_time_grid(steps, SAMPLING_EPS, sde.T, dtype=torch.float64)
-    path = [x[:keep].clone()]
-    for i in range(steps):
-        x, _ = predictor.step(sde, score_fn, x, grid[i].expand(n), grid[i + 1].expand(n), generator)
-        path.append(x[:keep].clone())
-    x = denoise_step(sde, score_fn, x, grid[-1].expand(n))
-    path.append(x[:keep].clone())
-    return x, torch.stack(path)
+    path = [x_T[:keep].clone()]
+    solver = PredictorCorrector(predictor, NoCorrector(), "tweedie")  # the trajectory through the solver's callback
+    res = solver(as_model(sde, score_fn), x_T, grid, noise=generator,
+                 callback=lambda i, t, x, x0: path.append(x[:keep].clone()))
+    path.append(res.samples[:keep].clone())
+    return res.samples, torch.stack(path)
 
 
 def _sw2(x, y) -> float:

@@ -183,7 +183,8 @@ def sample(
 
     device = _device(device, generator)
     state_dtype = dtype or obj.state_dtype or (constraint.dtype if constraint is not None else torch.float32)
-    cb = progress_callback(len(times) - 1, f"{solver if isinstance(solver, str) else type(obj).__name__}", callback) \
+    total = None if obj.default_grid == "endpoints" else len(times) - 1  # adaptive solvers: the steps are not known
+    cb = progress_callback(total, f"{solver if isinstance(solver, str) else type(obj).__name__}", callback) \
         if progress else callback
     start = time.perf_counter()
     try:

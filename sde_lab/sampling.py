@@ -487,7 +487,7 @@ class ReverseSDE(Solver):
     torchsde needs increasing time and 2-D states: the SDE is integrated in ``u = t_0 − t`` on states
     flattened to ``(B, D)``, for any data shape, with diagonal noise. ``method`` is ``euler``, ``milstein``
     or ``srk``; the step is the grid's mean spacing (exactly the grid for a uniform one) or, with
-    ``adaptive``, that initial step and ``rtol``/``atol``. The Brownian motion (a ``BrownianInterval``) is
+    ``adaptive``, that initial step and ``rtol``/``atol``; a callback sees the solution at every grid time. The Brownian motion (a ``BrownianInterval``) is
     seeded from the noise source's generator. ``denoise`` ends with Tweedie's ``E[x_0 | x_{t_min}]``.
     """
 
@@ -515,7 +515,9 @@ class ReverseSDE(Solver):
         t0, t1, n = float(grid[0]), float(grid[-1]), len(grid) - 1
         if n == 0:
             return (model.x0(x, _full(t1, x)) if self.denoise else x), {"method": self.method, "adaptive": self.adaptive}
-        ts = torch.tensor([0.0, t0 - t1], dtype=x.dtype, device=x.device)
+        # the solution at every grid time when a callback watches it (memory: one state per grid time), else the end
+        ts = (t0 - grid.to(x.dtype)) if callback is not None else torch.tensor([0.0, t0 - t1], dtype=x.dtype, device=x.device)
+        ts[0] = 0.0
         span = float(ts[-1])  # the end point as the state dtype sees it, so the Brownian interval matches ts
         bm = torchsde.BrownianInterval(
             t0=0.0, t1=span, size=(B, D), dtype=x.dtype, device=x.device, entropy=_entropy(noise), dt=span / n,
@@ -526,9 +528,12 @@ class ReverseSDE(Solver):
             # Euler–Maruyama with state-dependent diagonal noise does not apply.
             warnings.filterwarnings("ignore", message="Numerical solution is not guaranteed")
             with torch.enable_grad() if self.method == "milstein" else torch.no_grad():
-                y = torchsde.sdeint(_TimeReversedSDE(model, shape, t0), x.reshape(B, D), ts, bm=bm, method=self.method,
-                                    dt=span / n, adaptive=self.adaptive, rtol=self.rtol, atol=self.atol)[-1]
-        x = y.reshape(shape).detach()
+                ys = torchsde.sdeint(_TimeReversedSDE(model, shape, t0), x.reshape(B, D), ts, bm=bm, method=self.method,
+                                     dt=span / n, adaptive=self.adaptive, rtol=self.rtol, atol=self.atol)
+        if callback is not None:
+            for i in range(1, len(ts)):
+                callback(i - 1, grid[i], ys[i].reshape(shape).detach(), None)
+        x = ys[-1].reshape(shape).detach()
         if self.denoise:
             x = model.x0(x, _full(t1, x))
         return x, {"method": self.method, "adaptive": self.adaptive}

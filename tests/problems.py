@@ -92,7 +92,7 @@ def sw_ratio(samples: torch.Tensor, target: GaussianMixture, seed: int = 1, repe
     """``(SW2(samples, fresh exact samples), noise floor)`` at the sample size of ``samples``."""
     n = samples.shape[0]
     g = gen(seed)
-    sw = sliced_wasserstein(samples.float(), target.sample(n, g), generator=g)
+    sw = sliced_wasserstein(samples.flatten(1), target.sample(n, g).flatten(1), generator=g)
     return sw, floor(target, n, seed + 1, repeats)
 
 

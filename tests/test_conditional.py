@@ -29,17 +29,7 @@ SDES = [VESDE(), VPSDE(), SubVPSDE()]
 SDE_IDS = ["ve", "vp", "subvp"]
 
 
-def gen(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
-def sw_ratio(samples: torch.Tensor, target: GaussianMixture, seed: int = 1) -> tuple[float, float]:
-    """(SW2 of samples to an exact sample set, SW2 noise floor of two exact sets of the same size)."""
-    n = samples.shape[0]
-    g = gen(seed)
-    sw = sliced_wasserstein(samples.flatten(1), target.sample(n, g), generator=g)
-    floor = noise_floor(lambda m, gg: target.sample(m, gg), n, repeats=5, generator=gen(seed + 1))
-    return sw, floor
+from problems import gen, sw_ratio  # noqa: E402
 
 
 # --- the exact answers ----------------------------------------------------------------------------
@@ -427,3 +417,21 @@ def test_smc_with_a_broken_kernel_fails():
     frac_bad, exact = _smc_minor_fraction(VPSDE(), 100, "posterior", n_filters=300)
     frac_ok, _ = _smc_minor_fraction(VPSDE(), 100, "forward", n_filters=300)
     assert frac_bad - exact > 0.15 and abs(frac_ok - exact) < 0.1, (frac_bad, frac_ok, exact)
+
+
+@pytest.mark.parametrize("sde", SDES, ids=SDE_IDS)
+def test_inpainting_a_bimodal_conditional(sde):
+    """Two components sharing the observed coordinate's law (x ~ N(0, 0.5²) in both), so x ⊥ y and the exact
+    conditional is the bimodal y-marginal, weights 0.3 / 0.7 at y = ∓1.5 — where replacement inpainting is
+    exact: it must keep both modes' weights and spreads. Teeth: a halved score loses the spread."""
+    from problems import mode_stats
+
+    gm = GaussianMixture(torch.tensor([0.3, 0.7]), torch.tensor([[0.0, -1.5], [0.0, 1.5]]), torch.tensor([[0.5, 0.2], [0.5, 0.25]]))
+    cond = GaussianMixture(gm.weights, gm.means[:, 1:], gm.stds[:, 1:])
+    n, mask = 2000, torch.tensor([1, 0])
+    obs = torch.tensor([[0.4, float("nan")]]).expand(n, 2).contiguous()
+    res = inpaint(sde, gm.score_fn(sde), obs, mask, steps=200, generator=gen(7))
+    rms, w = mode_stats(res.samples[:, 1:], cond)
+    assert abs(rms - 1) < 0.06 and (w - cond.weights).abs().max() < 0.03, (rms, w)
+    bad = inpaint(sde, lambda x, t: 0.5 * gm.marginal_score(sde, x, t), obs, mask, steps=200, generator=gen(7))
+    assert abs(mode_stats(bad.samples[:, 1:], cond)[0] - 1) > 0.2

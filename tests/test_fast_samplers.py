@@ -29,6 +29,8 @@ from sde_lab.sampling import CountingScore
 from sde_lab import sample
 from sde_lab.utils import append_dims
 
+from problems import gen
+
 SDES = [VESDE(), VPSDE(), SubVPSDE()]
 IDS = ["ve", "vp", "subvp"]
 
@@ -38,8 +40,7 @@ SMOOTH = GaussianMixture(
 )
 
 
-def _gen(seed):
-    return torch.Generator().manual_seed(seed)
+_gen = gen
 
 
 def _pf_ode_reference(sde, score_fn, x_T, eps, tol=1e-9):

@@ -15,7 +15,7 @@ from sde_lab.metrics import sliced_wasserstein
 from sde_lab.model import as_model
 from sde_lab.grids import uniform_time_grid
 
-from problems import five_modes, mode_stats
+from problems import five_modes, floor, gen, mode_stats, passes, quality, wrong
 from sde_lab.predictors import Ancestral, EulerMaruyama, NoPredictor, ProbabilityFlowEuler, ReverseDiffusion
 from sde_lab.registry import CORRECTORS, PREDICTORS, SOLVERS
 from sde_lab.sampling import CountingScore, ald_sample, denoise_step, ode_encode, ode_sample, pc_sample, sdeint_sample
@@ -28,40 +28,14 @@ PC_STEPS = 200
 GM = make_target("aniso")
 
 
-def _gen(seed=0):
-    return torch.Generator().manual_seed(seed)
+_gen = gen
+_quality, _passes, _wrong = quality, passes, wrong
 
 
 @pytest.fixture(scope="module")
 def floor2d():
     """Mean SW2 between independent true sets of size N (what a perfect sampler scores)."""
-    g = _gen(123)
-    return sum(sliced_wasserstein(GM.sample(N, g), GM.sample(N, g), generator=g) for _ in range(4)) / 4
-
-
-def _quality(x, gm, floor, seed=7):
-    """(SW2 / floor, max |mean error| in standard errors, max relative covariance error)."""
-    g = _gen(seed)
-    ref = gm.sample(x.shape[0], g)
-    sw = sliced_wasserstein(x.float(), ref, generator=g)
-    mean, cov = gm.moments()
-    xf = x.detach().double().flatten(1)
-    se = (torch.diagonal(cov) / xf.shape[0]).sqrt()
-    mean_err = ((xf.mean(0) - mean).abs() / se).max().item()
-    cov_err = ((torch.cov(xf.T) - cov).abs().max() / torch.diagonal(cov).max()).item()
-    return sw / floor, mean_err, cov_err
-
-
-def _passes(x, gm, floor):
-    """The acceptance check every correct sampler must pass (tolerances from the noise floor / standard errors)."""
-    if not torch.isfinite(x).all():
-        return False
-    sw_ratio, mean_err, cov_err = _quality(x, gm, floor)
-    return sw_ratio < 2.0 and mean_err < 6.0 and cov_err < 0.08
-
-
-def _wrong(score_fn, kind):
-    return (lambda x, t: -score_fn(x, t)) if kind == "flipped" else (lambda x, t: 0.5 * score_fn(x, t))
+    return floor(GM, N, seed=123, repeats=4)
 
 
 PC_COMBOS = [
