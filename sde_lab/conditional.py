@@ -41,7 +41,7 @@ import torch
 
 from .correctors import Corrector, Langevin, NoCorrector
 from .grids import logsnr_grid, uniform_time_grid
-from .model import DiffusionModel, ScoreFn, as_model
+from .model import DiffusionModel, MappedModel, ScoreFn, as_model
 from .noise import NoiseLike, as_noise, draw_normal
 from .predictors import Ancestral, Predictor, ReverseDiffusion
 from .sampling import PredictorCorrector, SampleResult, _check_eps, progress_callback, prior_state
@@ -450,26 +450,9 @@ class Inpainting(Constraint):
         return model, InpaintHook(model.path, observed, known, noise), lambda x: x
 
 
-class _DecoupledModel(DiffusionModel):
-    """A model in the decoupled colour space ``u = M x``: every prediction is ``M`` of the RGB one (``M`` orthogonal)."""
-
-    def __init__(self, model: DiffusionModel):
-        self.model, self.path = model, model.path
-
-    def _map(self, name, u, t, y):
-        return decouple_colors(getattr(self.model, name)(couple_colors(u), t, y))
-
-    def score(self, u, t, y=None):
-        return self._map("score", u, t, y)
-
-    def eps(self, u, t, y=None):
-        return self._map("eps", u, t, y)
-
-    def x0(self, u, t, y=None):
-        return self._map("x0", u, t, y)
-
-    def velocity(self, u, t, y=None):
-        return self._map("velocity", u, t, y)
+def _decoupled(model: DiffusionModel) -> DiffusionModel:
+    """The model in the decoupled colour space ``u = M x``: every prediction is ``M`` of the RGB one (``M`` orthogonal)."""
+    return MappedModel(model, couple_colors, lambda out, u: decouple_colors(out), "decoupled colours")
 
 
 @dataclass(frozen=True, eq=False)
@@ -495,7 +478,7 @@ class Colorization(Constraint):
             raise ValueError(f"grey of shape {tuple(self.grey.shape)} does not match the sample shape {shape}") from None
         observed, mask = _grey_observation(grey.to(device=device, dtype=dtype))
         known = check_mask(mask, shape)
-        return _DecoupledModel(model), InpaintHook(model.path, observed, known, noise), couple_colors
+        return _decoupled(model), InpaintHook(model.path, observed, known, noise), couple_colors
 
 
 def _pc_solver(predictor, corrector, snr, n_corrector_steps, denoise) -> PredictorCorrector:
@@ -574,7 +557,7 @@ def colorize(sde: SDE, score_fn, grey: torch.Tensor, **inpaint_kwargs) -> Sample
     """
     observed, mask = _grey_observation(grey)
     model = as_model(sde, score_fn)
-    res = inpaint(sde, _DecoupledModel(model), observed, mask, **inpaint_kwargs)
+    res = inpaint(sde, _decoupled(model), observed, mask, **inpaint_kwargs)
     return SampleResult(couple_colors(res.samples), res.nfe, {**res.info, "decoupled_mask": res.info["mask"]})
 
 

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Protocol, Union
+from typing import ClassVar, Protocol, Union
 
 import torch
 
@@ -354,16 +354,24 @@ def _check_chain(path: SDE, n: int, kind: str) -> None:
 
 
 @dataclass(frozen=True)
-class SMLDObjective:
-    """The NCSN loss (:func:`smld_loss`) over the path's ``n`` SMLD levels, ``i ~ U{0..n−1}``."""
+class _ChainObjective:
+    """A loss over the ``n`` levels of the path's discrete chain, ``i ~ U{0..n−1}``."""
 
     n: int = 1000
     reduce: str = "sum"
+    kind: ClassVar[str]
 
     def draw(self, path, n, shape, generator, device):
-        _check_chain(path, self.n, "smld")
+        _check_chain(path, self.n, self.kind)
         i = torch.randint(0, self.n, (n,), generator=generator, device=generator.device).to(device)
         return {"index": i, "z": _noise(n, shape, generator, device)}
+
+
+@dataclass(frozen=True)
+class SMLDObjective(_ChainObjective):
+    """The NCSN loss (:func:`smld_loss`) over the path's ``n`` SMLD levels."""
+
+    kind: ClassVar[str] = "smld"
 
     def __call__(self, model, x0, draws, y=None):
         path = _path_of(model)
@@ -372,16 +380,10 @@ class SMLDObjective:
 
 
 @dataclass(frozen=True)
-class DDPMObjective:
-    """DDPM's ``L_simple`` (:func:`ddpm_loss`) over the path's ``n``-step chain, ``i ~ U{0..n−1}``."""
+class DDPMObjective(_ChainObjective):
+    """DDPM's ``L_simple`` (:func:`ddpm_loss`) over the path's ``n``-step chain."""
 
-    n: int = 1000
-    reduce: str = "sum"
-
-    def draw(self, path, n, shape, generator, device):
-        _check_chain(path, self.n, "ddpm")
-        i = torch.randint(0, self.n, (n,), generator=generator, device=generator.device).to(device)
-        return {"index": i, "z": _noise(n, shape, generator, device)}
+    kind: ClassVar[str] = "ddpm"
 
     def __call__(self, model, x0, draws, y=None):
         path = _path_of(model)

@@ -73,6 +73,7 @@ __all__ = [
     "make_time_input",
     "as_model",
     "CountingModel",
+    "MappedModel",
 ]
 
 ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -208,6 +209,37 @@ def as_model(path: SDE | None, model) -> DiffusionModel:
     if isinstance(model, nn.Module) and hasattr(model, "sde") and isinstance(model.sde, SDE) and model.sde != path:
         raise ValueError(f"the module belongs to the SDE {model.sde!r} but was paired with {path!r}")
     return ScoreFunctionModel(path, model, int(getattr(model, "num_classes", 0) or 0))
+
+
+class MappedModel(DiffusionModel):
+    """A model seen through a map of its inputs and outputs: every prediction is ``out(model.<pred>(into(x), t, y), x)``.
+
+    Serves linear changes of coordinates that commute with the path's isotropic noise (colorization's
+    orthogonal colour decoupling) and changes of dtype (evaluating a float32 network for a float64 state).
+    """
+
+    def __init__(self, model: DiffusionModel, into: Callable, out: Callable, what: str = ""):
+        self.model, self.path, self.num_classes = model, model.path, model.num_classes
+        self.into, self.out, self.what = into, out, what
+
+    def _map(self, name, x, t, y):
+        xi = self.into(x)
+        return self.out(getattr(self.model, name)(xi, t.to(xi.dtype) if t.is_floating_point() else t, y), x)
+
+    def score(self, x, t, y=None):
+        return self._map("score", x, t, y)
+
+    def eps(self, x, t, y=None):
+        return self._map("eps", x, t, y)
+
+    def x0(self, x, t, y=None):
+        return self._map("x0", x, t, y)
+
+    def velocity(self, x, t, y=None):
+        return self._map("velocity", x, t, y)
+
+    def __repr__(self) -> str:
+        return f"MappedModel({self.what or self.model!r})"
 
 
 class CountingModel(DiffusionModel):

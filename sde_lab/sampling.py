@@ -39,7 +39,7 @@ import torch
 
 from .correctors import AnnealedLangevin, Corrector, Langevin, NoCorrector
 from .grids import check_grid, geometric_noise_grid, logsnr_grid, uniform_time_grid
-from .model import CountingModel, DiffusionModel, ScoreFn, as_model
+from .model import CountingModel, DiffusionModel, MappedModel, ScoreFn, as_model
 from .noise import Noise, NoiseLike, as_noise
 from .predictors import NoPredictor, Predictor, ReverseDiffusion
 from .sde import SAMPLING_EPS, SDE
@@ -577,30 +577,11 @@ def ald_sample(sde: SDE, score_fn, shape, *, steps: int = 1000, eps: float = SAM
     return _run(solver, model, shape, grid, generator, device, dtype, x_init, noise, callback, progress, "annealed Langevin")
 
 
-class _ScoreInDtype(DiffusionModel):
-    """Evaluates a model in ``dtype`` for a state of another dtype (v1's ``score_dtype``)."""
-
-    def __init__(self, model, dtype):
-        self.model, self.path, self.dtype, self.num_classes = model, model.path, dtype, model.num_classes
-
-    def _call(self, name, x, t, y):
-        return getattr(self.model, name)(x.to(self.dtype), t.to(self.dtype), y).to(x.dtype)
-
-    def score(self, x, t, y=None):
-        return self._call("score", x, t, y)
-
-    def eps(self, x, t, y=None):
-        return self._call("eps", x, t, y)
-
-    def x0(self, x, t, y=None):
-        return self._call("x0", x, t, y)
-
-    def velocity(self, x, t, y=None):
-        return self._call("velocity", x, t, y)
-
-
 def _in_dtype(model, score_dtype):
-    return model if score_dtype is None else _ScoreInDtype(model, score_dtype)
+    """The model evaluated in ``score_dtype`` for a state of another dtype (v1's ``score_dtype``)."""
+    if score_dtype is None:
+        return model
+    return MappedModel(model, lambda x: x.to(score_dtype), lambda out, x: out.to(x.dtype), f"{model!r} in {score_dtype}")
 
 
 def ode_sample(sde: SDE, score_fn, shape, *, steps: int | None = None, eps: float = SAMPLING_EPS, rtol: float = 1e-5,

@@ -18,6 +18,7 @@ import torch
 from problems import COSINE, COSINE_T_MAX, PATHS, RF, floor, gen, passes, quality, wrong
 from sde_lab import (
     SDE,
+    VESDE,
     VPSDE,
     Ancestral,
     EulerMaruyama,
@@ -61,10 +62,14 @@ def test_cosine_coefficients_match_closed_forms():
     assert (COSINE.drift_coef(t) - VPSDE().drift_coef(t)).abs().max() > 1.0
 
 
-@pytest.mark.parametrize("name", list(PATHS) + ["rf"])
+KERNEL_PATHS = {**PATHS, "rf": RF, "ve-small": VESDE(sigma_min=0.1, sigma_max=5.0), "vp-constant-beta": VPSDE(1.0, 1.0),
+                "generic-vp": GenericVP()}
+
+
+@pytest.mark.parametrize("name", list(KERNEL_PATHS))
 def test_kernel_odes_by_autograd(name):
-    """dα/dt = f α and dσ²/dt = 2 f σ² + g² for every path (the base class's or the closed forms)."""
-    path = PATHS.get(name, RF)
+    """dα/dt = f α and dσ²/dt = 2 f σ² + g² for every path (the base class's derivations or the closed forms)."""
+    path = KERNEL_PATHS[name]
     t = torch.linspace(1e-3, 0.95, 41, dtype=torch.float64, requires_grad=True)
     alpha, sigma = path.marginal(t)
     dalpha = torch.autograd.grad(alpha.sum(), t, retain_graph=True)[0] if alpha.requires_grad else torch.zeros_like(t)

@@ -14,20 +14,6 @@ SDES = [VESDE(), VPSDE(), SubVPSDE(), VESDE(sigma_min=0.1, sigma_max=5.0), VPSDE
 IDS = ["ve", "vp", "subvp", "ve-small", "vp-constant-beta"]
 
 
-@pytest.mark.parametrize("sde", SDES, ids=IDS)
-def test_kernel_odes(sde):
-    """dα/dt = a α and d(σ²)/dt = 2 a σ² + g², by autograd in float64 on a grid of t."""
-    t = torch.linspace(0.01, 1.0, 57, dtype=torch.float64, requires_grad=True)
-    alpha, sigma = sde.marginal(t)
-    # VE's α ≡ 1 carries no graph: its derivative is zero
-    dalpha = torch.autograd.grad(alpha.sum(), t, retain_graph=True)[0] if alpha.requires_grad else torch.zeros_like(t)
-    dvar = torch.autograd.grad((sigma**2).sum(), t)[0]
-    t = t.detach()
-    a, g = sde.drift_coef(t), sde.diffusion(t)
-    torch.testing.assert_close(dalpha, a * alpha.detach(), rtol=1e-10, atol=1e-12)
-    torch.testing.assert_close(dvar, 2 * a * sigma.detach() ** 2 + g**2, rtol=1e-10, atol=1e-10)
-
-
 @pytest.mark.parametrize("sde", SDES[:3], ids=IDS[:3])
 def test_marginal_at_T_matches_prior(sde):
     """Unit-variance data pushed to T is (to < 1e-3 nats/dim of KL) the prior N(0, prior_std²)."""

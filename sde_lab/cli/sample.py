@@ -23,7 +23,7 @@ import torch
 
 from ..analytic import make_target
 from ..config import sample
-from ..registry import CORRECTORS, PREDICTORS, SDES, SOLVERS, TARGETS, make_sde
+from ..registry import CORRECTORS, GRIDS, PREDICTORS, SDES, SOLVERS, TARGETS, make_sde
 from ..sde import SAMPLING_EPS, SDE
 
 
@@ -59,6 +59,8 @@ def add_parser(sub):
                    "a checkpoint brings its own")
     p.add_argument("--solver", choices=sorted(SOLVERS), default="pc", help="sampler (default: pc)")
     p.add_argument("--steps", type=int, default=1000, help="time steps / noise levels (default: 1000)")
+    p.add_argument("--grid", choices=sorted(GRIDS), default=None,
+                   help="time grid (default: the solver's own: log-SNR for pc, karras for heun, ...; uniform = v1's pc grid)")
     p.add_argument("--predictor", choices=sorted(PREDICTORS), default=None, help="pc predictor (default: reverse_diffusion)")
     p.add_argument("--corrector", choices=sorted(CORRECTORS), default=None, help="pc corrector (default: langevin)")
     p.add_argument("--snr", type=float, default=None,
@@ -210,6 +212,8 @@ def run(args) -> int:
 def sampler_options(args) -> dict:
     """The sampling options the user gave (each one is passed on; a solver refuses options it does not take)."""
     options = dict(solver=args.solver, steps=args.steps, eps=args.eps)
+    if getattr(args, "grid", None):
+        options["grid"] = args.grid
     given = {"predictor": args.predictor, "corrector": args.corrector, "snr": args.snr,
              "n_corrector_steps": args.n_corrector_steps, "rtol": args.rtol, "atol": args.atol, "method": args.method}
     options.update({k: v for k, v in given.items() if v is not None})
