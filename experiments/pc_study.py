@@ -166,7 +166,13 @@ def main():
     ap.add_argument("--steps", type=int, nargs="*", default=[10, 20, 30, 50, 100, 300])
     ap.add_argument("--scales", type=float, nargs="*", default=[0.25, 1.0, 2.0])
     ap.add_argument("--out", default=str(ROOT / "figures" / "pc_study"))
+    ap.add_argument("--replot", action="store_true", help="redraw the figure from the JSON of an earlier run")
     args = ap.parse_args()
+    if args.replot:
+        data = json.loads(Path(args.out).with_suffix(".json").read_text())
+        args.scales = data["summary"]["scales"]
+        _plot(data["rows"], Path(args.out).with_suffix(".png"), args)
+        return
     if args.quick:
         args.seeds, args.steps = 2, [10, 30, 100]
     torch.set_num_threads(2)
@@ -242,10 +248,10 @@ def _plot(rows, path, args):
         for i, name in enumerate(PATHS):
             for j, (pred, corr) in enumerate(COMBOS):
                 ax = axes[si * len(PATHS) + i, j]
-                for variant in VARIANTS:
+                for k, variant in enumerate(VARIANTS):
                     r = [x for x in rows if (x["scale"], x["path"], x["predictor"], x["variant"]) == (scale, name, pred, variant)]
                     if r:
-                        ax.plot([x["steps"] for x in r], [x["rms"] for x in r], marker="o", label=variant,
+                        ax.plot([x["steps"] for x in r], [x["rms"] for x in r], marker="o", label=variant, color=f"C{k}",
                                 lw=2.5 if variant in ("published", "logsnr") else 1.0)
                 ax.axhline(1.0, color="k", lw=0.8)
                 ax.set_xscale("log")

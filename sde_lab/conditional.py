@@ -709,7 +709,7 @@ def smc_inpaint(
         raise ValueError("observed must be finite at the known positions (mask == 1)")
     model = as_model(sde, score_fn)
     if grid is None:
-        grid = uniform_time_grid(steps, _check_eps(sde, eps), sde.T)
+        grid = uniform_time_grid(steps, _check_eps(sde, eps), sde.t_max)
     B, event, P = observed.shape[0], observed.shape[1:], particles
     device, dtype = observed.device, observed.dtype
     noise = as_noise(noise if noise is not None else generator)

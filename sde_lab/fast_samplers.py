@@ -131,11 +131,11 @@ def _heun_times(sde: SDE, n: int, eps: float, schedule: str, rho: float) -> torc
         raise ValueError(f"rho must be a positive number, got {rho!r}")
     _check_steps(n)
     if n == 1:
-        return torch.tensor([float(sde.T)], dtype=torch.float64)
+        return torch.tensor([float(sde.t_max)], dtype=torch.float64)
     if schedule == "karras":
         return karras_grid(sde, n - 1, eps, rho=rho)
     if schedule == "uniform_t":
-        return uniform_time_grid(n - 1, eps, sde.T)
+        return uniform_time_grid(n - 1, eps, sde.t_max)
     return logsnr_grid(sde, n - 1, eps)
 
 
@@ -148,7 +148,7 @@ def log_snr_time_grid(sde: SDE, n_steps: int, eps: float = SAMPLING_EPS, *, spac
     _choice("spacing", spacing, DPM_SPACINGS)
     if spacing == "logsnr":
         return logsnr_grid(sde, n_steps, eps, dtype=dtype, device=device)
-    return uniform_time_grid(n_steps, eps, sde.T, dtype=dtype, device=device)
+    return uniform_time_grid(n_steps, eps, sde.t_max, dtype=dtype, device=device)
 
 
 # --- Heun (EDM) -----------------------------------------------------------------------------------
@@ -575,7 +575,7 @@ def adaptive_sample(sde: SDE, score_fn, shape, *, steps: int | None = None, eps:
         raise ValueError(f"adaptive: eps must lie in (0, T={sde.T}), got {eps!r}")
     solver = AdaptiveSDE(abs_tol=abs_tol, rel_tol=rel_tol, h_init=h_init, safety=safety, exponent=exponent,
                          extrapolate=extrapolate, error_norm=error_norm, max_iters=max_iters, denoise=denoise)
-    grid = torch.tensor([float(sde.T), float(eps)], dtype=torch.float64)
+    grid = torch.tensor([float(sde.t_max), float(eps)], dtype=torch.float64)
     model, x = _start(sde, score_fn, shape, generator, device, x_init, score_dtype)
     cb = callback
     if progress:

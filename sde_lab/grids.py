@@ -12,7 +12,8 @@ path's own inverses (closed form for VE, VP and sub-VP; bisection for any other 
 * :func:`quadratic_time_grid` — ``t`` quadratic in the step index (Song et al. 2020, DDIM);
 * :func:`times_from_sigmas` / :func:`times_from_log_snr` — any user levels of ``σ̃`` or ``λ``.
 
-Grids are float64. A path whose ``σ̃`` is infinite at ``T`` (``α(T) = 0``, e.g. rectified flow) needs
+Grids are float64 and start at the path's ``t_max`` (``T``, or just below a singular end: rectified flow and
+the cosine schedule start at 0.995) unless given. A path whose ``σ̃`` is infinite at the start needs
 ``t_max < T`` for the σ̃ and λ grids; the builders say so.
 """
 
@@ -45,7 +46,8 @@ def _check_steps(steps) -> int:
 
 def _ends(path: SDE | None, eps: float, t_max: float | None, T: float = 1.0) -> tuple[float, float]:
     T = float(path.T) if path is not None else float(T)
-    t_max = T if t_max is None else t_max
+    if t_max is None:
+        t_max = path.t_max if path is not None else T
     if isinstance(t_max, bool) or not isinstance(t_max, (int, float)) or not 0 < t_max <= T:
         raise ValueError(f"t_max must lie in (0, T={T}], got {t_max!r}")
     if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 <= eps < t_max:

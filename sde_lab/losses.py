@@ -12,7 +12,10 @@ Continuous DSM (Song et al. 2021, eq. (7)): with ``x_t = α(t) x_0 + σ(t) z``, 
 * :class:`ImportanceLikelihoodWeighting` — the same objective with ``t ~ p(t) ∝ g(t)²/σ(t)²``
   (Song, Durkan, Murray & Ermon 2021, §5), sampled by inverting a numerical CDF built from the SDE's own
   ``diffusion`` and ``marginal``; the weight ``g²/((T-ε) p(t))`` keeps it an unbiased estimate of the
-  uniform-time objective, with far smaller variance.
+  uniform-time objective, with far smaller variance;
+* :class:`FlowMatchingWeighting` — the velocity MSE of flow matching, ``t`` uniform or logit-normal;
+* :class:`EDMWeighting` — EDM's log-normal σ and ``λ(σ) = (σ² + σ_d²)/(σ σ_d)²`` on the denoiser;
+* :class:`VPredictionWeighting` — the v-MSE; :class:`MinSNRWeighting` — min-SNR-γ.
 
 Since ``E‖s + z/σ‖² = E‖s - ∇log p_t‖² + C(t)`` (Vincent 2011), DSM is minimised by the true score.
 Discrete losses: :func:`smld_loss` (NCSN, Song & Ermon 2019, eq. (5) with ``λ_i = σ_i²``) over
@@ -52,6 +55,11 @@ __all__ = [
     "SigmaSquaredWeighting",
     "LikelihoodWeighting",
     "ImportanceLikelihoodWeighting",
+    "FlowMatchingWeighting",
+    "EDMWeighting",
+    "VPredictionWeighting",
+    "MinSNRWeighting",
+    "TIME_LAWS",
     "dsm_loss",
     "smld_loss",
     "ddpm_loss",
@@ -163,6 +171,119 @@ class ImportanceLikelihoodWeighting:
 
     def weight(self, sde, t):
         return sde.diffusion(t) ** 2 / ((sde.T - self.eps) * self.density(sde, t))
+
+
+TIME_LAWS = ("uniform", "logit_normal")
+
+
+def _normal(n, generator, device, dtype) -> torch.Tensor:
+    gen_device = generator.device if generator is not None else device
+    return torch.randn(n, generator=generator, device=gen_device, dtype=dtype).to(device)
+
+
+@dataclass(frozen=True)
+class FlowMatchingWeighting:
+    r"""Flow matching (Lipman et al. 2023; Liu et al. 2023): ``‖u_θ − u*‖²`` with ``u* = α' x_0 + σ' ε``, i.e.
+
+        λ(t) = (σ (α σ' − σ α') / α)²          (``= σ̃²`` on rectified flow),
+
+    so that ``λ ‖s_θ − s*‖² = ‖u_θ − u*‖²`` for a velocity network. ``t ~ U[ε, T − ε]`` (``time_law="uniform"``)
+    or ``t = T · sigmoid(m + s z)`` (``"logit_normal"``, Esser et al. 2024 / SD3: ``m = 0``, ``s = 1``).
+    """
+
+    time_law: str = "uniform"
+    mean: float = 0.0
+    std: float = 1.0
+    eps: float = TRAIN_EPS
+
+    def __post_init__(self):
+        if self.time_law not in TIME_LAWS:
+            raise ValueError(f"unknown time_law {self.time_law!r}; valid choices: {', '.join(TIME_LAWS)}")
+        if not (isinstance(self.std, (int, float)) and self.std > 0):
+            raise ValueError(f"std must be a positive number, got {self.std!r}")
+
+    def sample(self, sde, n, *, generator=None, device=None, dtype=torch.float32):
+        T = float(sde.T)
+        _check_eps(self.eps, T / 2)
+        if self.time_law == "uniform":
+            t = self.eps + (T - 2 * self.eps) * _uniform(n, generator, device, torch.float64)
+        else:
+            t = T * torch.sigmoid(self.mean + self.std * _normal(n, generator, device, torch.float64))
+        return t.clamp(self.eps, T - self.eps).to(dtype)
+
+    def weight(self, sde, t):
+        alpha, sigma = sde.marginal(t)
+        da, ds = sde.marginal_derivatives(t)
+        return (sigma * (alpha * ds - sigma * da) / alpha) ** 2
+
+
+@dataclass(frozen=True)
+class EDMWeighting:
+    r"""EDM's training law and weight (Karras et al. 2022, Table 1): ``ln σ̃ ~ N(P_mean, P_std²)`` and
+    ``λ(σ̃) = (σ̃² + σ_d²)/(σ̃ σ_d)²`` on ``‖D_θ − x_0‖²``, i.e. ``λ(t) = λ(σ̃) σ⁴/α²`` on the score (``D`` is the
+    model's ``x0``). With :class:`~sde_lab.model.EDMPreconditioning` the network's own loss weight is 1
+    (``λ(σ̃) c_out² = 1``). ``t = t(σ̃)`` on any path, clamped to ``[ε, T]``.
+    """
+
+    p_mean: float = -1.2
+    p_std: float = 1.2
+    sigma_data: float = 0.5
+    eps: float = TRAIN_EPS
+
+    def __post_init__(self):
+        for name in ("p_std", "sigma_data"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and v > 0):
+                raise ValueError(f"{name} must be a positive number, got {v!r}")
+
+    def sample(self, sde, n, *, generator=None, device=None, dtype=torch.float32):
+        _check_eps(self.eps, sde.T)
+        sig = torch.exp(self.p_mean + self.p_std * _normal(n, generator, device, torch.float64))
+        return sde.t_from_sigma_tilde(sig).clamp(self.eps, float(sde.T)).to(dtype)
+
+    def weight(self, sde, t):
+        alpha, sigma = sde.marginal(t)
+        st, sd2 = sigma / alpha, self.sigma_data**2
+        return (st**2 + sd2) / (st**2 * sd2) * sigma**4 / alpha**2
+
+
+@dataclass(frozen=True)
+class VPredictionWeighting:
+    r"""v-prediction (Salimans & Ho 2022): ``‖v_θ − v‖²`` with ``v = α ε − σ x_0``, i.e. ``λ(t) = (σ (α² + σ²)/α)²``;
+    ``t ~ U[ε, T]``."""
+
+    eps: float = TRAIN_EPS
+
+    def sample(self, sde, n, *, generator=None, device=None, dtype=torch.float32):
+        _check_eps(self.eps, sde.T)
+        return self.eps + (sde.T - self.eps) * _uniform(n, generator, device, dtype)
+
+    def weight(self, sde, t):
+        alpha, sigma = sde.marginal(t)
+        return (sigma * (alpha**2 + sigma**2) / alpha) ** 2
+
+
+@dataclass(frozen=True)
+class MinSNRWeighting:
+    r"""min-SNR-γ (Hang et al. 2023): the ε-loss ``‖ε_θ − ε‖²`` weighted by ``min(SNR, γ)/SNR``, ``SNR = α²/σ²``, i.e.
+    ``λ(t) = σ² min(SNR, γ)/SNR`` — the x_0-loss weight ``min(SNR, γ)`` and, on variance-preserving paths, the
+    v-loss weight ``min(SNR, γ)/(SNR + 1)`` are the same λ. ``t ~ U[ε, T]``."""
+
+    gamma: float = 5.0
+    eps: float = TRAIN_EPS
+
+    def __post_init__(self):
+        if not (isinstance(self.gamma, (int, float)) and self.gamma > 0):
+            raise ValueError(f"gamma must be a positive number, got {self.gamma!r}")
+
+    def sample(self, sde, n, *, generator=None, device=None, dtype=torch.float32):
+        _check_eps(self.eps, sde.T)
+        return self.eps + (sde.T - self.eps) * _uniform(n, generator, device, dtype)
+
+    def weight(self, sde, t):
+        alpha, sigma = sde.marginal(t)
+        snr = (alpha / sigma) ** 2
+        return sigma**2 * torch.clamp(snr, max=self.gamma) / snr
 
 
 def _reduce(sq: torch.Tensor, reduce: str) -> torch.Tensor:

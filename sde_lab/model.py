@@ -74,6 +74,8 @@ __all__ = [
     "as_model",
     "CountingModel",
     "MappedModel",
+    "PathChangedModel",
+    "change_path",
 ]
 
 ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -240,6 +242,66 @@ class MappedModel(DiffusionModel):
 
     def __repr__(self) -> str:
         return f"MappedModel({self.what or self.model!r})"
+
+
+class PathChangedModel(DiffusionModel):
+    r"""A model of path A used on path B: the change of variables through the noise level σ̃ (or λ).
+
+    Where ``σ̃_A(t_A) = σ̃_B(t)``, the two perturbed data are the same up to scale, ``x_B = k x_A`` with
+    ``k = α_B(t)/α_A(t_A)``, so ``E[x_0 | x_B] = x0_A(x_B/k, t_A)``, ``E[ε | x_B] = eps_A(x_B/k, t_A)`` and
+    ``∇ log p_B(x) = score_A(x/k, t_A)/k``; the velocity follows on path B. The probability-flow ODE is
+    therefore exact on any grid of path B (Meta flow_matching's scheduler change; DDIM across schedules);
+    the reverse SDEs of B use A's predictions at the matching noise level. Path B's noise levels must lie in
+    A's range ``[σ̃_A(0), σ̃_A(T_A)]``.
+    """
+
+    def __init__(self, model: DiffusionModel, path: SDE):
+        if not isinstance(model, DiffusionModel) or not isinstance(path, SDE):
+            raise ValueError("change_path(model, path) takes a DiffusionModel and an SDE / GaussianPath")
+        self.model, self.path, self.num_classes = model, path, model.num_classes
+        a = model.path
+        ends = torch.tensor([0.0, float(a.T)], dtype=torch.float64)
+        self._range = a.sigma_tilde(ends).tolist()
+
+    def _map(self, x, t):
+        st = self.path.sigma_tilde(t).to(torch.float64)
+        lo, hi = self._range
+        if t.device.type == "cpu" and bool(((st < lo * (1 - 1e-9)) | (st > hi * (1 + 1e-9))).any()):
+            raise ValueError(
+                f"path {self.path!r} reaches noise levels σ̃ in [{st.min().item():.4g}, {st.max().item():.4g}] outside the "
+                f"range [{lo:.4g}, {hi:.4g}] of the model's path {self.model.path!r}; sample with eps / t_max inside it"
+            )
+        ta = self.model.path.t_from_sigma_tilde(st).clamp(0.0, float(self.model.path.T))
+        k = self.path.marginal(t)[0].to(torch.float64) / self.model.path.marginal(ta)[0].to(torch.float64)
+        return ta.to(t.dtype), append_dims(k.to(x.dtype), x.ndim)
+
+    def score(self, x, t, y=None):
+        ta, k = self._map(x, t)
+        return self.model.score(x / k, ta, y) / k
+
+    def eps(self, x, t, y=None):
+        ta, k = self._map(x, t)
+        return self.model.eps(x / k, ta, y)
+
+    def x0(self, x, t, y=None):
+        ta, k = self._map(x, t)
+        return self.model.x0(x / k, ta, y)
+
+    def velocity(self, x, t, y=None):
+        ta, k = self._map(x, t)
+        x0, eps = self.model.x0(x / k, ta, y), self.model.eps(x / k, ta, y)
+        da, ds = (append_dims(v.to(x.dtype), x.ndim) for v in self.path.marginal_derivatives(t))
+        return da * x0 + ds * eps
+
+    def __repr__(self) -> str:
+        return f"PathChangedModel({self.model!r} on {self.path!r})"
+
+
+def change_path(model: DiffusionModel, path: SDE) -> DiffusionModel:
+    """``model`` (trained on its own path) as a model on ``path`` (:class:`PathChangedModel`)."""
+    if model.path == path:
+        return model
+    return PathChangedModel(model, path)
 
 
 class CountingModel(DiffusionModel):

@@ -133,13 +133,13 @@ def make_corrector(name_or_obj, *, snr: float | None = None, n_steps: int | None
 
 # --- grids ---------------------------------------------------------------------------------------
 def _endpoints(path, steps, eps, t_max=None):
-    t_max = float(path.T) if t_max is None else float(t_max)
+    t_max = float(path.t_max) if t_max is None else float(t_max)
     return torch.tensor([t_max, float(eps)], dtype=torch.float64)
 
 
 GRIDS = _table(
     {
-        "uniform": (lambda path, steps, eps, t_max=None, rho=None: _grids.uniform_time_grid(steps, eps, path.T if t_max is None else t_max),
+        "uniform": (lambda path, steps, eps, t_max=None, rho=None: _grids.uniform_time_grid(steps, eps, path.t_max if t_max is None else t_max),
                     "uniform in t (the PC sampler's grid)"),
         "karras": (lambda path, steps, eps, t_max=None, rho=7.0: _grids.karras_grid(path, steps, eps, rho=7.0 if rho is None else rho, t_max=t_max),
                    "Karras et al. 2022 rho-schedule in sigma-tilde (rho=7)"),

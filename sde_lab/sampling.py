@@ -597,7 +597,7 @@ def ode_sample(sde: SDE, score_fn, shape, *, steps: int | None = None, eps: floa
     model = _in_dtype(as_model(sde, score_fn), score_dtype)
     solver = ProbabilityFlowODE(rtol=rtol, atol=atol, method=method, denoise=denoise)
     if grid is None:
-        grid = torch.tensor([float(sde.T), _check_eps(sde, eps)], dtype=torch.float64)
+        grid = torch.tensor([float(sde.t_max), _check_eps(sde, eps)], dtype=torch.float64)
     x = prior_state(sde, shape, generator, device=_device(device, generator), dtype=torch.float64, x_init=z, name="z")
     return solver(model, x, grid, noise=generator, callback=callback)
 
@@ -630,7 +630,7 @@ def sdeint_sample(sde: SDE, score_fn, shape, *, steps: int = 1000, eps: float = 
     model = as_model(sde, score_fn)
     solver = ReverseSDE(method=method, adaptive=adaptive, rtol=rtol, atol=atol, denoise=denoise)
     if grid is None:
-        grid = uniform_time_grid(steps, _check_eps(sde, eps), sde.T)
+        grid = uniform_time_grid(steps, _check_eps(sde, eps), sde.t_max)
     return _run(solver, model, shape, grid, generator, device, dtype, x_init, None, callback, False, "sdeint")
 
 

@@ -40,6 +40,10 @@ __all__ = [
     "VESDE",
     "VPSDE",
     "SubVPSDE",
+    "RectifiedFlow",
+    "CosineVP",
+    "EDMPath",
+    "AffinePath",
     "DDPMSchedule",
     "discrete_index",
     "discrete_times",
@@ -188,6 +192,12 @@ class SDE(abc.ABC):
         alpha_t, sigma_t = self.marginal(t)
         a = alpha_t / alpha_s
         return a, (sigma_t**2 - (a * sigma_s) ** 2).clamp_min(0.0).sqrt()
+
+    # --- where sampling starts ------------------------------------------------------------------
+    @property
+    def t_max(self) -> float:
+        """The time samplers start from by default: ``T``, or just below it where the path is singular there."""
+        return float(self.T)
 
     # --- prior --------------------------------------------------------------------------------
     @property
@@ -414,3 +424,214 @@ class SubVPSDE(_BetaSchedule):
     def t_from_sigma_tilde(self, sigma_tilde):
         # σ̃ = (1 − e^{−B}) e^{B/2} = 2 sinh(B/2)
         return self._t_from_beta_integral(2 * torch.asinh(torch.as_tensor(sigma_tilde) / 2))
+
+
+@dataclass(frozen=True)
+class RectifiedFlow(SDE):
+    r"""Rectified flow / conditional optimal transport (Liu et al. 2023; Lipman et al. 2023 with σ_min = 0):
+    ``x_t = (1 − t) x_0 + t ε`` on ``[0, 1]``.
+
+    ``f = −1/(1 − t)``, ``g² = 2t/(1 − t)``, ``σ̃ = t/(1 − t)``, ``λ = log((1 − t)/t)``; the probability-flow
+    velocity is ``ε − x_0`` in expectation. ``α(1) = 0``: the prior ``N(0, I)`` is exact at ``T = 1``, and the
+    σ̃ / λ grids start at ``t_max`` (default 0.995, σ̃ = 199) where the SDE is still regular.
+    """
+
+    t_max: float = 0.995
+
+    def __post_init__(self):
+        if isinstance(self.t_max, bool) or not (isinstance(self.t_max, (int, float)) and 0 < self.t_max <= 1):
+            raise ValueError(f"t_max must lie in (0, 1], got {self.t_max!r}")
+
+    def alpha(self, t):
+        return 1.0 - t
+
+    def sigma(self, t):
+        return t.clone() if isinstance(t, torch.Tensor) else torch.as_tensor(t)
+
+    def marginal_derivatives(self, t):
+        t = self.check_time(t)
+        return -torch.ones_like(t), torch.ones_like(t)
+
+    def drift_coef(self, t):
+        return -1.0 / (1.0 - self.check_time(t))
+
+    def diffusion(self, t):
+        t = self.check_time(t)
+        return torch.sqrt(2.0 * t / (1.0 - t))
+
+    def sigma_tilde(self, t):
+        t = self.check_time(t)
+        return t / (1.0 - t)
+
+    def log_snr(self, t):
+        t = self.check_time(t)
+        return torch.log1p(-t) - torch.log(t)
+
+    def t_from_sigma_tilde(self, sigma_tilde):
+        s = torch.as_tensor(sigma_tilde)
+        return torch.where(torch.isinf(s), torch.ones_like(s), s / (1.0 + s))
+
+    def t_from_log_snr(self, lam):
+        return torch.sigmoid(-torch.as_tensor(lam))
+
+    def transition(self, s, t):
+        s, t = self._check_pair(s, t)
+        a = (1.0 - t) / (1.0 - s)
+        return a, (t**2 - (a * s) ** 2).clamp_min(0.0).sqrt()
+
+    @property
+    def prior_std(self) -> float:
+        return 1.0
+
+
+@dataclass(frozen=True)
+class CosineVP(SDE):
+    r"""The cosine schedule (Nichol & Dhariwal 2021, eq. (17)) as a variance-preserving path:
+    ``ᾱ(t) = cos²(u)/cos²(u_0)``, ``u = π/2 · (t + s)/(1 + s)``, ``α = √ᾱ``, ``σ = √(1 − ᾱ)``.
+
+    ``f = −(π/2)/(1 + s) · tan u``, ``g² = −2f``; ``σ = √(sin(u − u_0) sin(u + u_0))/cos u_0`` without
+    cancellation at small ``t``. ``α(1) = 0`` (Nichol & Dhariwal clip β at 0.999): samplers start at ``t_max``
+    (default 0.995, σ̃ = 128).
+    """
+
+    s: float = 0.008
+    t_max: float = 0.995
+
+    def __post_init__(self):
+        _positive("s", self.s)
+        if isinstance(self.t_max, bool) or not (isinstance(self.t_max, (int, float)) and 0 < self.t_max <= 1):
+            raise ValueError(f"t_max must lie in (0, 1], got {self.t_max!r}")
+
+    @property
+    def _u0(self) -> float:
+        return 0.5 * math.pi * self.s / (1 + self.s)
+
+    def _u(self, t):
+        return 0.5 * math.pi * (t + self.s) / (1 + self.s)
+
+    def alpha(self, t):
+        return torch.cos(self._u(t)) / math.cos(self._u0)
+
+    def sigma(self, t):
+        u = self._u(t)
+        return torch.sqrt((torch.sin(u - self._u0) * torch.sin(u + self._u0)).clamp_min(0.0)) / math.cos(self._u0)
+
+    def marginal_derivatives(self, t):
+        t = self.check_time(t)
+        du = 0.5 * math.pi / (1 + self.s)
+        alpha, sigma = self.alpha(t), self.sigma(t)
+        dalpha = -du * torch.sin(self._u(t)) / math.cos(self._u0)
+        return dalpha, -alpha * dalpha / sigma  # α² + σ² = 1
+
+    def drift_coef(self, t):
+        return -0.5 * math.pi / (1 + self.s) * torch.tan(self._u(self.check_time(t)))
+
+    def diffusion(self, t):
+        return torch.sqrt(-2.0 * self.drift_coef(t))
+
+    def t_from_sigma_tilde(self, sigma_tilde):
+        s = torch.as_tensor(sigma_tilde)
+        abar = 1.0 / (1.0 + s.to(torch.float64) ** 2)
+        u = torch.arccos((abar.sqrt() * math.cos(self._u0)).clamp(-1.0, 1.0))
+        t = (u / (0.5 * math.pi) * (1 + self.s) - self.s).clamp(0.0, 1.0)
+        return t.to(s.dtype) if s.is_floating_point() else t
+
+    @property
+    def prior_std(self) -> float:
+        return 1.0
+
+
+@dataclass(frozen=True)
+class EDMPath(SDE):
+    r"""The EDM formulation (Karras et al. 2022): ``α = 1``, ``σ(t) = t`` — time *is* the noise level — on
+    ``[0, σ_max]`` (``T = σ_max``; EDM samples from σ_max = 80 down to σ_min = 0.002).
+
+    ``f = 0``, ``g = √(2t)``, ``σ̃ = t``, ``λ = −log t``; prior ``N(0, σ_max² I)``. Train with
+    :class:`~sde_lab.losses.EDMWeighting` and :class:`~sde_lab.model.EDMPreconditioning`.
+    """
+
+    sigma_min: float = 0.002
+    sigma_max: float = 80.0
+
+    def __post_init__(self):
+        _positive("sigma_min", self.sigma_min)
+        _positive("sigma_max", self.sigma_max)
+        if not self.sigma_max > self.sigma_min:
+            raise ValueError(f"sigma_max must exceed sigma_min, got sigma_min={self.sigma_min}, sigma_max={self.sigma_max}")
+
+    @property
+    def T(self) -> float:  # type: ignore[override]
+        return float(self.sigma_max)
+
+    def alpha(self, t):
+        return torch.ones_like(t)
+
+    def sigma(self, t):
+        return t.clone() if isinstance(t, torch.Tensor) else torch.as_tensor(t)
+
+    def marginal_derivatives(self, t):
+        t = self.check_time(t)
+        return torch.zeros_like(t), torch.ones_like(t)
+
+    def drift_coef(self, t):
+        return torch.zeros_like(self.check_time(t))
+
+    def diffusion(self, t):
+        return torch.sqrt(2.0 * self.check_time(t))
+
+    def sigma_tilde(self, t):
+        return self.sigma(self.check_time(t))
+
+    def t_from_sigma_tilde(self, sigma_tilde):
+        return torch.as_tensor(sigma_tilde).clone()
+
+    def transition(self, s, t):
+        s, t = self._check_pair(s, t)
+        return torch.ones_like(t), (t**2 - s**2).clamp_min(0.0).sqrt()
+
+    @property
+    def prior_std(self) -> float:
+        return float(self.sigma_max)
+
+
+@dataclass(frozen=True, eq=False)
+class AffinePath(SDE):
+    r"""A path from two user functions, ``α(t)`` and ``σ(t)`` (elementwise on tensors), on ``[0, T]``.
+
+    Everything else comes from the base class (autograd, bisection). ``σ/α`` must increase with ``t``.
+    ``t_max`` (default ``T``) is where samplers start; give it below a singular end.
+
+        path = AffinePath(lambda t: torch.cos(0.5 * math.pi * t), lambda t: torch.sin(0.5 * math.pi * t), t_max=0.995)
+    """
+
+    alpha_fn: object = None
+    sigma_fn: object = None
+    T_end: float = 1.0
+    t_start: float | None = None
+    name: str = "affine"
+
+    def __post_init__(self):
+        if not callable(self.alpha_fn) or not callable(self.sigma_fn):
+            raise ValueError("AffinePath needs two callables, alpha_fn(t) and sigma_fn(t)")
+        _positive("T_end", self.T_end)
+        t = torch.linspace(0.01, 0.99, 9, dtype=torch.float64) * self.T_end
+        st = self.sigma_fn(t) / self.alpha_fn(t)
+        if not bool(torch.isfinite(st).all()) or not bool((st.diff() > 0).all()):
+            raise ValueError("AffinePath: σ(t)/α(t) must be finite and increasing on (0, T)")
+
+    @property
+    def T(self) -> float:  # type: ignore[override]
+        return float(self.T_end)
+
+    @property
+    def t_max(self) -> float:
+        return float(self.T_end if self.t_start is None else self.t_start)
+
+    def alpha(self, t):
+        return self.alpha_fn(t)
+
+    def sigma(self, t):
+        return self.sigma_fn(t)
+
+    def __repr__(self) -> str:
+        return f"AffinePath({self.name!r}, T={self.T_end})"
