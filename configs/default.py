@@ -12,7 +12,12 @@ SDE_DEFAULTS = {
     "ve": ("scaled_score", "sigma", "reverse_diffusion"),
     "vp": ("noise", "999t", "euler_maruyama"),
     "subvp": ("noise", "999t", "euler_maruyama"),
+    "cosine": ("noise", "999t", "euler_maruyama"),
+    "rectified_flow": ("velocity", "999t", "euler_maruyama"),
+    "edm": ("edm", "sigma_tilde", "euler_maruyama"),  # label σ; the networks embed log σ (EDM's c_noise = ¼ log σ)
 }
+# the families' own objectives (training.weighting; None: score_sde's flags, i.e. sigma^2 weighting)
+WEIGHTING = {"rectified_flow": "flow_matching", "edm": "edm"}
 
 
 def get_default_config(sde: str) -> ml_collections.ConfigDict:
@@ -43,14 +48,21 @@ def get_default_config(sde: str) -> ml_collections.ConfigDict:
     training.bf16 = False  # bf16 autocast of the loss's forward pass (CUDA or CPU)
     training.compile = False  # torch.compile the loss (CUDA, or CPU with a C++ compiler; compiling takes ~40 s)
     training.label_dropout = 0.1  # class-conditional models: P(label -> null label), for classifier-free guidance
+    training.weighting = WEIGHTING.get(sde)  # None | sigma2 | likelihood | likelihood_importance | flow_matching | edm | v | min_snr
+    training.time_law = "uniform"  # flow_matching: uniform | logit_normal (logit_mean, logit_std)
+    training.logit_mean = 0.0
+    training.logit_std = 1.0
+    training.p_mean = -1.2  # edm: ln sigma ~ N(p_mean, p_std^2)
+    training.p_std = 1.2
+    training.min_snr_gamma = 5.0
 
     config.sampling = sampling = ml_collections.ConfigDict()
-    sampling.method = "pc"
+    sampling.method = "heun" if sde == "edm" else "pc"
     sampling.predictor = predictor
     sampling.corrector = "langevin" if sde == "ve" else "none"
     sampling.n_steps_each = 1
     sampling.snr = 0.16
-    sampling.num_steps = 500
+    sampling.num_steps = 18 if sde == "edm" else 500
     sampling.noise_removal = True
     sampling.eps = 1e-3
 
@@ -74,6 +86,9 @@ def get_default_config(sde: str) -> ml_collections.ConfigDict:
     model.sigma_max = 50.0
     model.beta_min = 0.1
     model.beta_max = 20.0
+    model.sigma_data = 0.5  # edm preconditioning and weighting
+    if sde == "edm":  # EDM's noise range
+        model.sigma_min, model.sigma_max = 0.002, 80.0
 
     config.optim = optim = ml_collections.ConfigDict()
     optim.optimizer = "Adam"
@@ -97,8 +112,9 @@ def toy2d(sde: str) -> ml_collections.ConfigDict:
     config.training.n_iters = 8_000
     config.training.snapshot_freq = 2_000
     config.model.update(
-        dict(hidden=128, layers=3, embed_dim=64, embedding="fourier" if sde == "ve" else "sinusoidal",
-             fourier_scale=16.0, log_labels=sde == "ve", sigma_max=10.0, ema_rate=0.999, linear_skip=True)
+        dict(hidden=128, layers=3, embed_dim=64, embedding="fourier" if sde in ("ve", "edm") else "sinusoidal",
+             fourier_scale=16.0, log_labels=sde in ("ve", "edm"), sigma_max=80.0 if sde == "edm" else 10.0, ema_rate=0.999,
+             linear_skip=True)
     )
     config.optim.lr = 1e-3
     config.optim.warmup = 200
@@ -113,8 +129,8 @@ def digits(sde: str) -> ml_collections.ConfigDict:
     config.training.n_iters = 20_000
     config.training.snapshot_freq = 5_000
     config.model.update(
-        dict(hidden=512, layers=4, embed_dim=128, embedding="fourier" if sde == "ve" else "sinusoidal",
-             fourier_scale=16.0, log_labels=sde == "ve", sigma_max=20.0, ema_rate=0.999)
+        dict(hidden=512, layers=4, embed_dim=128, embedding="fourier" if sde in ("ve", "edm") else "sinusoidal",
+             fourier_scale=16.0, log_labels=sde in ("ve", "edm"), sigma_max=80.0 if sde == "edm" else 20.0, ema_rate=0.999)
     )
     config.optim.lr = 5e-4
     config.optim.warmup = 500
@@ -133,12 +149,12 @@ def mnist(sde: str) -> ml_collections.ConfigDict:
     m.name = "ncsnpp"
     m.update(
         dict(
-            sigma_max=50.0 if sde == "ve" else 50.0, ema_rate=0.999, dropout=0.1, nonlinearity="swish", nf=32,
+            sigma_max=80.0 if sde == "edm" else 50.0, ema_rate=0.999, dropout=0.1, nonlinearity="swish", nf=32,
             ch_mult=(1, 2, 2), num_res_blocks=2, attn_resolutions=(7,), resamp_with_conv=True,
             conditional=True, fir=sde == "ve", fir_kernel=(1, 3, 3, 1), skip_rescale=True,
             resblock_type="biggan", progressive="none", progressive_input="residual" if sde == "ve" else "none",
             progressive_combine="sum", init_scale=0.0,
-            embedding_type="fourier" if sde == "ve" else "positional", fourier_scale=16.0,
+            embedding_type="fourier" if sde in ("ve", "edm") else "positional", fourier_scale=16.0,
         )
     )
     config.optim.lr = 2e-4

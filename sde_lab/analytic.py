@@ -243,6 +243,8 @@ class GaussianMixture:
 class OracleModel(DiffusionModel):
     """A :class:`GaussianMixture` under a path as a model: every prediction exact (no score round trip)."""
 
+    velocity_defined_at_T = True  # closed forms: finite where α(T) = 0
+
     def __init__(self, mixture: GaussianMixture, path: SDE):
         self.mixture, self.path = mixture, path
 

@@ -176,7 +176,7 @@ def sample(
     if isinstance(grid, torch.Tensor):
         times = grid
     elif grid is None and default is not None:
-        times = default
+        times = default()
     else:
         kind = grid if grid is not None else obj.default_grid
         times = lookup(GRIDS, kind, "grid")(path, steps, eps, t_max, rho)
@@ -316,7 +316,9 @@ def build_sde(config) -> SDE:
 
     cls = lookup(SDES, config.training.sde, "SDE")
     names = {f.name for f in dataclasses.fields(cls)}
-    kwargs = {k: config.model[k] for k in ("sigma_min", "sigma_max", "beta_min", "beta_max") if k in names and k in config.model}
+    keys = ("sigma_min", "sigma_max", "beta_min", "beta_max", "cosine_s", "t_max")
+    kwargs = {("s" if k == "cosine_s" else k): config.model[k] for k in keys
+              if (("s" if k == "cosine_s" else k) in names) and k in config.model and config.model[k] is not None}
     return cls(**kwargs)
 
 
@@ -349,16 +351,24 @@ def model_conventions(config, sde: SDE | None = None) -> dict[str, Any]:
     m, tr = config.model, config.training
     sde = sde if sde is not None else build_sde(config)
     name = tr.sde
-    continuous = bool(_get(tr, "continuous", True)) or name == "subvp"
+    continuous = bool(_get(tr, "continuous", True)) or name not in ("ve", "vp")
     scale_by_sigma = bool(_get(m, "scale_by_sigma", False))
     if name == "ve":
         prediction = "scaled_score" if scale_by_sigma else "score"
         time_label = "sigma" if continuous else "reversed_index"
         kind = "smld"
+    elif name == "rectified_flow":
+        prediction, time_label, kind = "velocity", "t", None
+    elif name == "edm":
+        prediction, time_label, kind = "edm", "quarter_log_sigma", None
     else:
         prediction, time_label, kind = "noise", ("999t" if continuous else "index"), "ddpm"
     prediction = _get(m, "prediction", prediction)
     time_label = _get(m, "time_label", time_label)
+    if prediction == "edm":
+        from .model import EDMPreconditioning
+
+        prediction = EDMPreconditioning(float(_get(m, "sigma_data", 0.5)))
     if scale_by_sigma and prediction != "scaled_score":
         raise ValueError(
             f"config.model.scale_by_sigma=True means the network predicts sigma(t) * score, i.e. "
@@ -402,11 +412,29 @@ build_score_model = build_model
 
 
 def build_objective(config, sde: SDE | None = None):
-    """The loss of ``config.training`` (continuous / likelihood_weighting / importance_sampling / reduce_mean)."""
+    """The loss of ``config.training``: ``weighting`` (a name of :data:`sde_lab.registry.WEIGHTINGS`: ``sigma2``,
+    ``likelihood``, ``likelihood_importance``, ``flow_matching`` with ``time_law``/``logit_mean``/``logit_std``,
+    ``edm`` with ``p_mean``/``p_std`` and ``model.sigma_data``, ``v``, ``min_snr`` with ``min_snr_gamma``), or
+    score_sde's flags ``continuous`` / ``likelihood_weighting`` / ``importance_sampling``; ``reduce_mean``."""
     tr = config.training
     sde = sde if sde is not None else build_sde(config)
     reduce = "mean" if _get(tr, "reduce_mean", False) else "sum"
     eps = float(_get(tr, "eps", L.TRAIN_EPS))
+    name = _get(tr, "weighting", None)
+    if name is not None:  # a named weighting (registry.WEIGHTINGS) with its time-law options
+        from .registry import WEIGHTINGS
+
+        ctor = lookup(WEIGHTINGS, name, "training.weighting")
+        kwargs = {"eps": eps}
+        if name == "flow_matching":
+            kwargs.update(time_law=str(_get(tr, "time_law", "uniform")), mean=float(_get(tr, "logit_mean", 0.0)),
+                          std=float(_get(tr, "logit_std", 1.0)))
+        elif name == "edm":
+            kwargs.update(p_mean=float(_get(tr, "p_mean", -1.2)), p_std=float(_get(tr, "p_std", 1.2)),
+                          sigma_data=float(_get(config.model, "sigma_data", 0.5)))
+        elif name == "min_snr":
+            kwargs.update(gamma=float(_get(tr, "min_snr_gamma", 5.0)))
+        return L.DSMObjective(ctor(**kwargs), reduce)
     if _get(tr, "continuous", True):
         if _get(tr, "likelihood_weighting", False):
             w = L.ImportanceLikelihoodWeighting(eps) if _get(tr, "importance_sampling", False) else L.LikelihoodWeighting(eps)

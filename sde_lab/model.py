@@ -150,6 +150,10 @@ class DiffusionModel(abc.ABC):
 
     path: SDE
     num_classes: int = 0
+    #: whether :meth:`velocity` stays finite at ``T`` where the path is singular (``α(T) = 0``): true for a
+    #: network that predicts the velocity and for closed forms, false for ε / x0 / score outputs, whose
+    #: conversion to the velocity divides by ``α``.
+    velocity_defined_at_T: bool = False
 
     @abc.abstractmethod
     def score(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
@@ -227,6 +231,10 @@ class MappedModel(DiffusionModel):
     def _map(self, name, x, t, y):
         xi = self.into(x)
         return self.out(getattr(self.model, name)(xi, t.to(xi.dtype) if t.is_floating_point() else t, y), x)
+
+    @property
+    def velocity_defined_at_T(self) -> bool:
+        return self.model.velocity_defined_at_T
 
     def score(self, x, t, y=None):
         return self._map("score", x, t, y)
@@ -309,6 +317,10 @@ class CountingModel(DiffusionModel):
 
     def __init__(self, model: DiffusionModel):
         self.model, self.path, self.num_classes, self.nfe = model, model.path, model.num_classes, 0
+
+    @property
+    def velocity_defined_at_T(self) -> bool:
+        return self.model.velocity_defined_at_T
 
     def score(self, x, t, y=None):
         self.nfe += 1
@@ -821,6 +833,10 @@ class Model(nn.Module, DiffusionModel):
     def _eval(self, x, t, y):
         c = self.coefficients(x, t)
         return self._forward_net(x, t, c, y).to(x.dtype), c
+
+    @property
+    def velocity_defined_at_T(self) -> bool:
+        return isinstance(self.parametrization, VelocityTarget)
 
     # --- the four predictions -------------------------------------------------------------------
     def score(self, x, t, y=None):

@@ -5,7 +5,7 @@ and the command line. The library below them takes objects only and never import
 table maps a name to a constructor (or function) and a one-line description; :func:`lookup` raises
 ``ValueError`` listing the valid names.
 
-:data:`SOLVERS` entries are *factories* ``factory(path, steps, eps, t_max, **options) -> (solver, grid)``:
+:data:`SOLVERS` entries are *factories* ``factory(path, steps, eps, t_max, **options) -> (solver, grid_fn)``:
 each builds the solver object from its own named options (every option given is passed on — none is
 dropped for equalling a default) and the solver's default grid for ``steps``, with the v1 meaning of
 ``steps`` per solver (intervals for ``pc``/``sdeint``, levels for ``ald`` and ``heun``, the NFE budget for
@@ -32,7 +32,7 @@ from .analytic import TARGETS as _TARGETS
 from .data import DATASETS as _DATASETS
 from .model import PARAMETRIZATIONS as _PARAMS
 from .model import TIME_INPUTS as _TIME_INPUTS
-from .sde import VESDE, VPSDE, SubVPSDE
+from .sde import VESDE, VPSDE, CosineVP, EDMPath, RectifiedFlow, SubVPSDE
 
 __all__ = [
     "lookup",
@@ -75,12 +75,15 @@ SDES = _table(
         "ve": (VESDE, "variance exploding (SMLD/NCSN limit), sigma_min=0.01, sigma_max=50"),
         "vp": (VPSDE, "variance preserving (DDPM limit), beta_min=0.1, beta_max=20"),
         "subvp": (SubVPSDE, "sub-VP, beta_min=0.1, beta_max=20"),
+        "rectified_flow": (RectifiedFlow, "rectified flow / conditional OT, x_t = (1 - t) x_0 + t eps (Liu et al. 2023)"),
+        "cosine": (CosineVP, "the cosine schedule as a VP path (Nichol & Dhariwal 2021), s=0.008"),
+        "edm": (EDMPath, "EDM's path, alpha = 1, sigma = t on [0, sigma_max=80] (Karras et al. 2022)"),
     }
 )
 
 
 def make_sde(name: str, **kwargs) -> Any:
-    """Build an SDE by name (``ve``, ``vp``, ``subvp``) with optional hyperparameters."""
+    """Build a path by name (``ve``, ``vp``, ``subvp``, ``rectified_flow``, ``cosine``, ``edm``) with optional hyperparameters."""
     return lookup(SDES, name, "SDE")(**kwargs)
 
 
@@ -167,21 +170,21 @@ def _pc(path, steps, eps, t_max, *, predictor="reverse_diffusion", corrector="la
     final = final if final is not None else ("tweedie" if denoise else "none")
     solver = _sampling.PredictorCorrector(make_predictor(predictor),
                                           make_corrector(corrector, snr=snr, n_steps=n_corrector_steps), final)
-    return solver, _grid("logsnr", path, steps, eps, t_max)
+    return solver, lambda: _grid("logsnr", path, steps, eps, t_max)
 
 
 def _ald(path, steps, eps, t_max, *, snr=None, n_corrector_steps=None, denoise=True):
     opts = {k: v for k, v in (("snr", snr), ("n_steps", n_corrector_steps)) if v is not None}
-    return _sampling.AnnealedLangevinDynamics(denoise=denoise, **opts), _grid("geometric", path, steps, eps, t_max)
+    return _sampling.AnnealedLangevinDynamics(denoise=denoise, **opts), lambda: _grid("geometric", path, steps, eps, t_max)
 
 
 def _ode(path, steps, eps, t_max, *, rtol=1e-5, atol=1e-5, method="RK45", denoise=True):
-    return _sampling.ProbabilityFlowODE(rtol=rtol, atol=atol, method=method, denoise=denoise), _endpoints(path, steps, eps, t_max)
+    return _sampling.ProbabilityFlowODE(rtol=rtol, atol=atol, method=method, denoise=denoise), lambda: _endpoints(path, steps, eps, t_max)
 
 
 def _sdeint(path, steps, eps, t_max, *, method="euler", adaptive=False, rtol=1e-5, atol=1e-5, denoise=True):
     solver = _sampling.ReverseSDE(method=method, adaptive=adaptive, rtol=rtol, atol=atol, denoise=denoise)
-    return solver, _grid("uniform", path, steps, eps, t_max)
+    return solver, lambda: _grid("uniform", path, steps, eps, t_max)
 
 
 def _heun(path, steps, eps, t_max, *, schedule="karras", rho=7.0, s_churn=0.0, s_tmin=0.0, s_tmax=float("inf"),
@@ -191,8 +194,8 @@ def _heun(path, steps, eps, t_max, *, schedule="karras", rho=7.0, s_churn=0.0, s
     solver = _fast.Heun(s_churn=s_churn, s_tmin=s_tmin, s_tmax=s_tmax, s_noise=s_noise, denoise=denoise)
     levels = steps if denoise else steps + 1  # v1: `steps` noise levels, the last step to 0 being the denoiser
     if levels == 1:
-        return solver, _endpoints(path, steps, eps, t_max)[:1]
-    return solver, _grid(_HEUN_GRIDS[schedule], path, levels - 1, eps, t_max, rho)
+        return solver, lambda: _endpoints(path, steps, eps, t_max)[:1]
+    return solver, lambda: _grid(_HEUN_GRIDS[schedule], path, levels - 1, eps, t_max, rho)
 
 
 def _dpm(path, steps, eps, t_max, *, order=3, spacing="logsnr", denoise=True):
@@ -202,17 +205,17 @@ def _dpm(path, steps, eps, t_max, *, order=3, spacing="logsnr", denoise=True):
         raise ValueError(f"dpm_solver: unknown order {order!r}; valid choices: 1, 2, 3")
     orders = _fast.dpm_solver_orders(steps, order)  # `steps` is the NFE budget
     solver = _fast.DPMSolver(order=order, last_order=orders[-1], denoise=denoise)
-    return solver, _grid(_DPM_GRIDS[spacing], path, len(orders), eps, t_max)
+    return solver, lambda: _grid(_DPM_GRIDS[spacing], path, len(orders), eps, t_max)
 
 
 def _dpmpp(path, steps, eps, t_max, *, spacing="logsnr", denoise=True):
     if spacing not in _DPM_GRIDS:
         raise ValueError(f"unknown spacing {spacing!r}; valid choices: {', '.join(_DPM_GRIDS)}")
-    return _fast.DPMSolverPP(denoise=denoise), _grid(_DPM_GRIDS[spacing], path, steps, eps, t_max)
+    return _fast.DPMSolverPP(denoise=denoise), lambda: _grid(_DPM_GRIDS[spacing], path, steps, eps, t_max)
 
 
 def _adaptive(path, steps, eps, t_max, **options):
-    return _fast.AdaptiveSDE(**options), _endpoints(path, steps, eps, t_max)
+    return _fast.AdaptiveSDE(**options), lambda: _endpoints(path, steps, eps, t_max)
 
 
 _ADAPTIVE_OPTIONS = ("abs_tol", "rel_tol", "h_init", "safety", "exponent", "extrapolate", "error_norm", "max_iters", "denoise")
@@ -256,8 +259,8 @@ def _show(value) -> str:
 
 
 def make_solver(name: str, path, steps: int, eps: float, t_max: float | None = None, **options):
-    """``(solver, grid)`` for the named solver with ``options``; an option it does not take is an error
-    naming the options it takes."""
+    """``(solver, default_grid)`` for the named solver with ``options`` (``default_grid()`` builds the solver's
+    grid for ``steps``); an option it does not take is an error naming the options it takes."""
     factory = lookup(SOLVERS, name, "solver")
     allowed = _OPTIONS[name]
     for key, value in options.items():
@@ -286,6 +289,10 @@ WEIGHTINGS = _table(
             _losses.ImportanceLikelihoodWeighting,
             "lambda(t) = g(t)^2 with t ~ g^2/sigma^2 (importance sampled, Song, Durkan, Murray & Ermon 2021)",
         ),
+        "flow_matching": (_losses.FlowMatchingWeighting, "velocity MSE (flow matching), t uniform or logit-normal"),
+        "edm": (_losses.EDMWeighting, "EDM: log-normal sigma, lambda = (sigma^2 + sigma_d^2)/(sigma sigma_d)^2 on the denoiser"),
+        "v": (_losses.VPredictionWeighting, "v-prediction MSE (Salimans & Ho 2022), t ~ U"),
+        "min_snr": (_losses.MinSNRWeighting, "min-SNR-gamma (Hang et al. 2023), t ~ U"),
     }
 )
 

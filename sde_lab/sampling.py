@@ -41,7 +41,7 @@ from .correctors import AnnealedLangevin, Corrector, Langevin, NoCorrector
 from .grids import check_grid, geometric_noise_grid, logsnr_grid, uniform_time_grid
 from .model import CountingModel, DiffusionModel, MappedModel, ScoreFn, as_model
 from .noise import Noise, NoiseLike, as_noise
-from .predictors import NoPredictor, Predictor, ReverseDiffusion
+from .predictors import NoPredictor, Predictor, ProbabilityFlowEuler, ReverseDiffusion
 from .sde import SAMPLING_EPS, SDE
 from .utils import append_dims
 
@@ -209,6 +209,11 @@ class Solver(abc.ABC):
         """The number of model evaluations on ``grid``, where it is fixed (``None`` for adaptive solvers)."""
         return None
 
+    def needs_regular_start(self) -> bool:
+        """Whether the solver uses the SDE's coefficients (f, g, σ̃, λ) at the first grid time; a solver that
+        only follows the model's velocity (the probability-flow ODE) may start where the path is singular."""
+        return True
+
     def sample(self, model, x: torch.Tensor, grid, *, noise: NoiseLike = None, callback: Callback | None = None,
                **kwargs) -> SampleResult:
         """Run the solver from the state ``x`` at ``grid[0]``; ``model`` may be a model or a score function
@@ -224,6 +229,8 @@ class Solver(abc.ABC):
                 "x must be a floating-point tensor of shape (B, ...) with at least one data dimension, got "
                 + (f"shape {tuple(x.shape)}, dtype {x.dtype}" if isinstance(x, torch.Tensor) else type(x).__name__)
             )
+        if len(grid) > 1 and self.needs_regular_start():
+            _check_regular_start(model.path, grid)
         x = x.detach().to(dtype=self.state_dtype or x.dtype).clone()  # never write into the caller's tensor
         counter = CountingModel(model)
         start = time.perf_counter()
@@ -234,6 +241,17 @@ class Solver(abc.ABC):
         return SampleResult(x, counter.nfe, info)
 
     __call__ = sample
+
+
+def _check_regular_start(path: SDE, grid: torch.Tensor) -> None:
+    t0 = grid[:1].detach().to("cpu", torch.float64)
+    f0, st0 = path.drift_coef(t0), path.sigma_tilde(t0)
+    if not (bool(torch.isfinite(f0).all()) and bool(torch.isfinite(st0).all())):
+        raise ValueError(
+            f"the path {path!r} is singular at the grid's first time t = {t0.item():g} (α = 0 there: the drift and σ̃ "
+            f"are infinite); start the grid below it, e.g. at the path's t_max = {path.t_max:g}, or follow the "
+            "velocity alone (ProbabilityFlowODE, or PredictorCorrector(ProbabilityFlowEuler(), NoCorrector()))"
+        )
 
 
 class PCHook(Protocol):
@@ -289,6 +307,9 @@ class PredictorCorrector(Solver):
     def nfe(self, grid) -> int:
         n = len(grid) - 1
         return n * (self.predictor.nfe_per_step + self.corrector.nfe_per_step) + int(self.final == "tweedie")
+
+    def needs_regular_start(self) -> bool:
+        return not (isinstance(self.predictor, ProbabilityFlowEuler) and isinstance(self.corrector, NoCorrector))
 
     def _solve(self, model, x, grid, noise, callback, hook: PCHook | None = None):
         B = x.shape[0]
@@ -425,6 +446,9 @@ class ProbabilityFlowODE(Solver):
 
     def __post_init__(self):
         _check_tol(self.rtol, self.atol, self.method)
+
+    def needs_regular_start(self) -> bool:
+        return False
 
     def _solve(self, model, x, grid, noise, callback):
         g = grid.double().cpu().numpy()

@@ -199,6 +199,14 @@ class SDE(abc.ABC):
         """The time samplers start from by default: ``T``, or just below it where the path is singular there."""
         return float(self.T)
 
+    @property
+    def regular_at_T(self) -> bool:
+        """Whether the SDE's coefficients are finite at ``T`` (False where ``α(T) = 0``: rectified flow, cosine).
+
+        The probability-flow likelihood integrates to ``T`` on a regular path, and on a singular one when the
+        model's velocity is defined there (:attr:`~sde_lab.model.DiffusionModel.velocity_defined_at_T`)."""
+        return True
+
     # --- prior --------------------------------------------------------------------------------
     @property
     def prior_std(self) -> float:
@@ -480,6 +488,10 @@ class RectifiedFlow(SDE):
         return a, (t**2 - (a * s) ** 2).clamp_min(0.0).sqrt()
 
     @property
+    def regular_at_T(self) -> bool:
+        return False
+
+    @property
     def prior_std(self) -> float:
         return 1.0
 
@@ -535,6 +547,10 @@ class CosineVP(SDE):
         u = torch.arccos((abar.sqrt() * math.cos(self._u0)).clamp(-1.0, 1.0))
         t = (u / (0.5 * math.pi) * (1 + self.s) - self.s).clamp(0.0, 1.0)
         return t.to(s.dtype) if s.is_floating_point() else t
+
+    @property
+    def regular_at_T(self) -> bool:
+        return False
 
     @property
     def prior_std(self) -> float:
@@ -626,6 +642,10 @@ class AffinePath(SDE):
     @property
     def t_max(self) -> float:
         return float(self.T_end if self.t_start is None else self.t_start)
+
+    @property
+    def regular_at_T(self) -> bool:
+        return self.t_start is None  # a path given a t_start declares its end singular
 
     def alpha(self, t):
         return self.alpha_fn(t)

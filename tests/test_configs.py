@@ -95,13 +95,24 @@ def test_config_builds_trains_and_samples(path, tmp_path):
     model.eval()
     with torch.no_grad():
         t = draws["t"] if "t" in draws else torch.full((2,), 0.5)  # discrete losses draw an index instead
-        out = model.output(append_dims(sde.marginal(t)[0], x0.ndim) * x0, t)
+        out = model.output(append_dims(sde.marginal(t)[0], x0.ndim) * x0 + append_dims(sde.marginal(t)[1], x0.ndim) * draws["z"], t)
         assert out.shape == x0.shape
         assert out.abs().max() < 1e-3, "the output layer of a fresh network should start at (almost) zero"
         loss = objective(model, x0, draws)
     if not config.training.get("likelihood_weighting", False):
-        z2 = draws["z"].flatten(1) ** 2
-        expected = z2.mean(1) if config.training.get("reduce_mean", False) else z2.sum(1)
+        # the zero output's loss: ‖target‖² with the objective's weight on the network's own target (1 for
+        # ε-MSE, flow matching's velocity MSE and EDM's preconditioned loss)
+        z, weighting = draws["z"], config.training.get("weighting")
+        if weighting == "flow_matching":  # rectified flow: u* = α' x0 + σ' ε = ε − x0
+            target = z - x0
+        elif weighting == "edm":  # F* = (x0 − c_skip x)/c_out at σ = t (α = 1)
+            sig, sd = append_dims(t, x0.ndim), config.model.sigma_data
+            x = x0 + sig * z
+            target = (x0 - sd**2 / (sig**2 + sd**2) * x) / (sig * sd / torch.sqrt(sig**2 + sd**2))
+        else:
+            target = z
+        t2 = target.flatten(1) ** 2
+        expected = t2.mean(1) if config.training.get("reduce_mean", False) else t2.sum(1)
         torch.testing.assert_close(loss, expected, rtol=2e-3, atol=1e-3)
 
     # one optimizer step of the library's trainer

@@ -56,10 +56,11 @@ def add_parser(sub):
     )
     src = p.add_argument_group("source (one of)")
     src.add_argument("--target", choices=sorted(TARGETS), help="analytic oracle target (exact score and log-density)")
-    src.add_argument("--ckpt", metavar="PATH", help="trained model checkpoint (with --dataset)")
-    src.add_argument("--dataset", metavar="NAME", help="dataset to evaluate the checkpoint on")
+    src.add_argument("--ckpt", metavar="PATH", help="trained model checkpoint")
+    src.add_argument("--dataset", metavar="NAME",
+                     help="dataset to evaluate the checkpoint on (default: the one it was trained on)")
     src.add_argument("--split", default="test", help="dataset split (default: test)")
-    p.add_argument("--sde", choices=sorted(SDES), default="vp", help="SDE for --target (default: vp)")
+    p.add_argument("--sde", choices=sorted(SDES), default=None, help="path for --target (default: vp)")
     p.add_argument("--n", type=int, default=None, help="number of examples (default: 512 for --target, all for --dataset)")
     p.add_argument("--repeats", type=int, default=1, help="dequantization / probe repeats per example (default: 1)")
     p.add_argument("--divergence", choices=sorted(DIVERGENCES), default="hutchinson", help="default: hutchinson")
@@ -87,7 +88,7 @@ def target_source(args, generator: torch.Generator) -> Source:
     from ..registry import make_sde
 
     gm = make_target(args.target)
-    sde = make_sde(args.sde)
+    sde = make_sde(args.sde or "vp")
     n = 512 if args.n is None else args.n
     x = gm.sample(n, generator, dtype=torch.float64).to(args.device)
     chunks = list(torch.split(x, args.batch_size))
@@ -117,11 +118,13 @@ def checkpoint_source(args, generator: torch.Generator) -> Source:
     from ..data import dataset_info, get_pixels, make_scaler
 
     config = config_from_checkpoint(args.ckpt)
+    if args.dataset is None:
+        args.dataset = config.data.dataset
     model = load_checkpoint_score(args.ckpt, config, map_location=args.device)
     shape = data_shape(config)
     info = dataset_info(args.dataset)
     sde = model.sde
-    if args.sde != "vp":
+    if args.sde is not None:
         print("note: --sde is ignored with --ckpt; the SDE comes from the checkpoint's config", file=sys.stderr)
     compute_dtype = next(model.parameters()).dtype
     desc = f"checkpoint {args.ckpt} (trained on {config.data.dataset}) on {args.dataset}/{args.split}, {type(sde).__name__}"
@@ -171,10 +174,10 @@ def checkpoint_source(args, generator: torch.Generator) -> Source:
 
 
 def run(args) -> int:
-    if (args.target is None) == (args.ckpt is None and args.dataset is None):
-        raise ValueError("give either --target NAME, or --ckpt PATH with --dataset NAME (not both)")
-    if args.target is None and (args.ckpt is None or args.dataset is None):
-        raise ValueError("--ckpt and --dataset go together")
+    if (args.target is None) == (args.ckpt is None):
+        raise ValueError("give either --target NAME or --ckpt PATH (optionally with --dataset NAME), not both")
+    if args.target is not None and args.dataset is not None:
+        raise ValueError("--dataset applies to --ckpt; --target evaluates the oracle on its own samples")
     for name in ("n", "repeats", "n_probes", "batch_size"):
         _positive_int(name.replace("_", "-"), getattr(args, name))
     generator = torch.Generator().manual_seed(args.seed)
@@ -192,7 +195,7 @@ def run(args) -> int:
     if args.divergence != "hutchinson" and (args.n_probes != 1 or args.probe != "rademacher"):
         print("note: --probe/--n-probes apply only to --divergence hutchinson; ignored", file=sys.stderr)
 
-    nats, exact_nats, nfes = [], [], []  # nats: (repeats, B) per batch
+    nats, exact_nats, nfes, t_ends = [], [], [], set()  # nats: (repeats, B) per batch
     try:
         for xb in tqdm(source.batches(), total=source.n_batches, desc="likelihood", unit="batch",
                        disable=args.no_progress, file=sys.stderr):
@@ -201,6 +204,7 @@ def run(args) -> int:
                                    levels=source.levels, generator=generator, **ode)
                 nats.append(res.nats_per_dim)
                 nfes.append(res.nfe / args.repeats)
+                t_ends.update(r.info["t_end"] for r in res.runs)
             else:
                 D = xb[0].numel()
                 rows = []
@@ -208,6 +212,7 @@ def run(args) -> int:
                     r = log_likelihood(source.sde, source.score_fn, xb, generator=generator, **ode)
                     rows.append(-r.log_prob.cpu() / D)
                     nfes.append(r.nfe)
+                    t_ends.add(r.info["t_end"])
                 nats.append(torch.stack(rows))
                 if source.exact_log_prob is not None:
                     exact_nats.append(-source.exact_log_prob(xb).cpu() / D)
@@ -220,7 +225,8 @@ def run(args) -> int:
     probe = f", probe={args.probe} x{args.n_probes}" if args.divergence == "hutchinson" else ""
     print(f"likelihood: {source.description}")
     print(f"  divergence={args.divergence}{probe}, method={args.method}, rtol={args.rtol:g}, atol={args.atol:g}, "
-          f"eps={args.eps:g}, repeats={args.repeats}, mean NFE per solve={sum(nfes) / len(nfes):.1f}")
+          f"eps={args.eps:g}, t_end={'/'.join(f'{t:g}' for t in sorted(t_ends))}, repeats={args.repeats}, "
+          f"mean NFE per solve={sum(nfes) / len(nfes):.1f}")
     kind = f"uniformly dequantized {source.levels}-level data" if source.pixels else "continuous data, no dequantization"
     print(f"  model NLL : {mean:.5f} ± {se:.5f} nats/dim   {mean / ln2:.5f} ± {se / ln2:.5f} bits/dim  ({kind})")
     if exact_nats:
