@@ -1,4 +1,5 @@
-"""sde_lab: score-based generative modelling on Gaussian paths — VE, VP, sub-VP and any path from α(t), σ(t).
+"""sde_lab: score-based generative modelling on Gaussian paths — VE, VP, sub-VP, cosine, EDM, rectified flow
+and any path from α(t), σ(t).
 
 The curated public API; see the README for a tour. Everything downstream of training sees a *model*
 (:class:`DiffusionModel`: ``score``, ``eps``, ``x0``, ``velocity`` on a path) — a network wrapped in
@@ -37,16 +38,20 @@ from .likelihood import bits_per_dim, log_likelihood
 from .losses import (
     DDPMObjective,
     DSMObjective,
+    EDMWeighting,
+    FlowMatchingWeighting,
     ImportanceLikelihoodWeighting,
     LikelihoodWeighting,
+    MinSNRWeighting,
     SigmaSquaredWeighting,
+    VPredictionWeighting,
     SMLDObjective,
     ddpm_loss,
     dsm_loss,
     smld_loss,
 )
 from .metrics import energy_distance, frechet_distance, mmd2, sliced_wasserstein
-from .model import DiffusionModel, Model, ScoreModel, as_model
+from .model import DiffusionModel, EDMPreconditioning, Model, ScoreModel, as_model, change_path
 from .nets import build_network
 from .noise import GeneratorNoise
 from .predictors import Ancestral, EulerMaruyama, NoPredictor, ProbabilityFlowEuler, ReverseDiffusion
@@ -62,7 +67,19 @@ from .sampling import (
     pc_sample,
     sdeint_sample,
 )
-from .sde import LIKELIHOOD_EPS, SAMPLING_EPS, SDE, VESDE, VPSDE, GaussianPath, SubVPSDE
+from .sde import (
+    LIKELIHOOD_EPS,
+    SAMPLING_EPS,
+    SDE,
+    VESDE,
+    VPSDE,
+    AffinePath,
+    CosineVP,
+    EDMPath,
+    GaussianPath,
+    RectifiedFlow,
+    SubVPSDE,
+)
 from .training import EMA, Trainer, TrainResult
 
 __version__ = "0.2.0"
@@ -74,6 +91,10 @@ __all__ = [
     "VESDE",
     "VPSDE",
     "SubVPSDE",
+    "CosineVP",
+    "EDMPath",
+    "RectifiedFlow",
+    "AffinePath",
     "SAMPLING_EPS",
     "LIKELIHOOD_EPS",
     "GaussianMixture",
@@ -84,6 +105,8 @@ __all__ = [
     "Model",
     "ScoreModel",
     "as_model",
+    "change_path",
+    "EDMPreconditioning",
     "build_network",
     "build_model",
     # grids and noise
@@ -141,6 +164,10 @@ __all__ = [
     "SigmaSquaredWeighting",
     "LikelihoodWeighting",
     "ImportanceLikelihoodWeighting",
+    "FlowMatchingWeighting",
+    "EDMWeighting",
+    "VPredictionWeighting",
+    "MinSNRWeighting",
     "DSMObjective",
     "SMLDObjective",
     "DDPMObjective",

@@ -510,7 +510,8 @@ class CosineVP(SDE):
     t_max: float = 0.995
 
     def __post_init__(self):
-        _positive("s", self.s)
+        if isinstance(self.s, bool) or not (isinstance(self.s, (int, float)) and math.isfinite(self.s) and self.s >= 0):
+            raise ValueError(f"s must be a non-negative finite number (Nichol & Dhariwal: 0.008), got {self.s!r}")
         if isinstance(self.t_max, bool) or not (isinstance(self.t_max, (int, float)) and 0 < self.t_max <= 1):
             raise ValueError(f"t_max must lie in (0, 1], got {self.t_max!r}")
 
