@@ -33,6 +33,8 @@ from .fast_samplers import (
     dpm_solver_sample,
     heun_sample,
 )
+from .multistep import DEIS, AdaptiveDPMSolver, DPMSolverPPSDE, EulerAncestral, UniPC
+from .noise import GeneratorNoise, PerSampleNoise
 from .grids import geometric_noise_grid, karras_grid, karras_sigmas, logsnr_grid, quadratic_time_grid, uniform_time_grid
 from .likelihood import bits_per_dim, log_likelihood
 from .losses import (
@@ -135,7 +137,14 @@ __all__ = [
     "Heun",
     "DPMSolver",
     "DPMSolverPP",
+    "DPMSolverPPSDE",
+    "EulerAncestral",
+    "UniPC",
+    "DEIS",
+    "AdaptiveDPMSolver",
     "AdaptiveSDE",
+    "PerSampleNoise",
+    "GeneratorNoise",
     "sample",
     "pc_sample",
     "ode_sample",

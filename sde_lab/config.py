@@ -118,7 +118,8 @@ def sample(
         model: a :class:`~sde_lab.model.DiffusionModel` (then ``sample(model, shape, ...)``), or an SDE followed
             by a score function or model (``sample(sde, score_fn, shape, ...)``, the v1 form).
         solver: a solver object, or a name of ``sde_lab.registry.SOLVERS`` (``pc``, ``ode``, ``sdeint``, ``ald``,
-            ``heun``, ``dpm_solver``, ``dpm_solver_pp``, ``adaptive``) configured by ``**options``.
+            ``heun``, ``dpm_solver``, ``dpm_solver_pp``, ``dpm_solver_pp_sde``, ``euler_ancestral``, ``unipc``, ``deis``,
+            ``adaptive``, ``dpm_adaptive``) configured by ``**options``.
         steps: the default grid's size (default 1000): intervals for objects; for names the v1 meaning per
             solver (see ``sde_lab.registry``). Not together with an explicit ``grid`` tensor.
         grid: a 1-D tensor of decreasing times, or a grid name (``uniform``, ``karras``, ``logsnr``, ``geometric``,
@@ -126,7 +127,8 @@ def sample(
         eps, t_max: the last and first time of a built grid (default ``t_max = T``); ``rho=`` sets the
             karras grid's ρ (as an option of ``heun``, or with ``grid="karras"``).
         generator / noise: the randomness (a ``torch.Generator`` or a :class:`~sde_lab.noise.Noise`); the prior
-            draw uses ``generator``.
+            draw uses ``generator``, or, without one, a noise object's ``prior`` — with
+            :class:`~sde_lab.noise.PerSampleNoise` sample ``i`` then depends on ``(seed, i)`` alone.
         dtype: the state's dtype (default: the solver's — float64 for the ODE solvers — else float32).
         x_init: the initial state instead of a prior draw.
         condition: guidance / constraint objects from :mod:`sde_lab.conditional`.
@@ -194,6 +196,8 @@ def sample(
             result = constrained_sample(model, constraint, shape, obj, times, noise=noise, generator=generator,
                                         device=device, dtype=state_dtype, callback=cb)
         else:
+            if x_init is None and generator is None and hasattr(noise, "prior"):  # e.g. PerSampleNoise: x_T from (seed, i) too
+                x_init = path.prior_std * noise.prior(shape, device=device, dtype=state_dtype)
             x = prior_state(path, shape, generator, device=device, dtype=state_dtype, x_init=x_init)
             result = obj(model, x, times, noise=as_noise(noise if noise is not None else generator), callback=cb)
     finally:

@@ -61,23 +61,29 @@ class Langevin(Corrector):
     with signal-to-noise ratio ``r = snr``. As in the reference implementation, ``‖z‖`` and ``‖s‖`` are
     per-sample norms averaged over the batch, so a single sample with a vanishing score cannot take a
     huge step. A score that vanishes for the whole batch (a zero-initialised network) gives ``ε = 0``:
-    the step leaves ``x`` unchanged instead of returning NaN.
+    the step leaves ``x`` unchanged instead of returning NaN. ``norm="per_sample"`` uses each sample's own
+    norms instead, so that a sample does not depend on the batch it is drawn in (with
+    :class:`~sde_lab.noise.PerSampleNoise`).
     """
 
     snr: float = 0.16
     n_steps: int = 1
+    norm: str = "batch"
 
     def __post_init__(self):
         _check_hparams(self.snr, self.n_steps)
+        if self.norm not in ("batch", "per_sample"):
+            raise ValueError(f"unknown Langevin norm {self.norm!r}; valid choices: batch, per_sample")
 
     @property
     def nfe_per_step(self) -> int:
         return self.n_steps
 
     def step_size(self, score: torch.Tensor, z: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-        """``ε = 2 α (r ‖z‖ / ‖s‖)²`` (0 where the mean score norm is 0), broadcast over ``score``'s shape."""
-        grad_norm = score.flatten(1).norm(dim=1).mean()
-        noise_norm = z.flatten(1).norm(dim=1).mean()
+        """``ε = 2 α (r ‖z‖ / ‖s‖)²`` (0 where the score norm is 0), broadcast over ``score``'s shape."""
+        grad_norm, noise_norm = score.flatten(1).norm(dim=1), z.flatten(1).norm(dim=1)
+        if self.norm == "batch":
+            grad_norm, noise_norm = grad_norm.mean(), noise_norm.mean()
         ratio = torch.where(grad_norm > 0, self.snr * noise_norm / grad_norm.clamp_min(torch.finfo(grad_norm.dtype).tiny),
                             torch.zeros_like(grad_norm))
         return append_dims(2 * alpha * ratio**2, score.ndim)

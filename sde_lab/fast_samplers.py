@@ -42,7 +42,8 @@ import torch
 
 from .grids import _check_steps, karras_grid, logsnr_grid, uniform_time_grid
 from .model import DiffusionModel, ScoreFn, as_model
-from .noise import draw_normal
+from .multistep import DPMSolverPP  # re-exported: v1 imported it from here
+from .noise import draw_normal, normal_for
 from .sampling import SampleResult, Solver, _check_eps, _device, _full, _in_dtype, _run, prior_state
 from .sde import SAMPLING_EPS, SDE
 from .utils import append_dims
@@ -331,48 +332,6 @@ class DPMSolver(Solver):
         return x, {"orders": orders, "times": times}
 
 
-@dataclass(frozen=True)
-class DPMSolverPP(Solver):
-    r"""Multistep DPM-Solver++(2M) with data prediction ``x̂_θ`` (Lu et al. 2022b, Algorithm 2).
-
-    ``x_1 = (σ_1/σ_0) x_0 − α_1 (e^{−h_1} − 1) x̂_θ(x_0, t_0)``; for ``i ≥ 2``, with ``r_i = h_{i−1}/h_i``,
-    ``D_i = (1 + 1/(2r_i)) x̂_θ(x_{i−1}, t_{i−1}) − 1/(2r_i) x̂_θ(x_{i−2}, t_{i−2})`` and
-    ``x_i = (σ_i/σ_{i−1}) x_{i−1} − α_i (e^{−h_i} − 1) D_i``. One model evaluation per interval:
-    NFE ``= n + denoise`` on a grid of ``n`` intervals (uniform in ``λ`` in Lu et al.).
-    """
-
-    denoise: bool = True
-
-    state_dtype: ClassVar[torch.dtype] = torch.float64
-    default_grid: ClassVar[str] = "logsnr"
-
-    def nfe(self, grid) -> int:
-        return len(grid) - 1 + int(self.denoise)
-
-    def _solve(self, model, x, grid, noise, callback):
-        times = grid.double().tolist()
-        coef = _Coefs(model.path)
-        prev_x0, prev_h = None, None
-        for i in range(len(times) - 1):
-            s, t = times[i], times[i + 1]
-            _, sg_s, lam_s = coef(s)
-            a_t, sg_t, lam_t = coef(t)
-            h = lam_t - lam_s
-            x0 = model.x0(x, _full(s, x))
-            if prev_x0 is None:  # first step: DPM-Solver++1 (= DDIM)
-                D = x0
-            else:
-                r = prev_h / h
-                D = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * prev_x0
-            x = (sg_t / sg_s) * x - a_t * math.expm1(-h) * D
-            prev_x0, prev_h = x0, h
-            if callback is not None:
-                callback(i, grid[i + 1], x, x0)
-        if self.denoise:
-            x = model.x0(x, _full(times[-1], x))
-        return x, {"times": times}
-
-
 # --- adaptive reverse-SDE solver ("Gotta Go Fast") --------------------------------------------------
 @dataclass(frozen=True)
 class AdaptiveSDE(Solver):
@@ -455,7 +414,7 @@ class AdaptiveSDE(Solver):
             xa, ta, xp = x[idx], t[idx], x_prev[idx]
             ha = torch.minimum(h[idx], ta - eps)
             tn = torch.where(ha >= ta - eps, torch.full_like(ta, eps), ta - ha)  # land exactly on eps
-            z = draw_normal(noise, xa)
+            z = normal_for(noise, xa, rows=idx)
             hd, sqh = append_dims(ha, xa.ndim), append_dims(ha.sqrt(), xa.ndim)
             g_t, g_n = append_dims(path.diffusion(ta), xa.ndim), append_dims(path.diffusion(tn), xa.ndim)
             x1 = xa - hd * path.reverse_drift(xa, ta, model.score(xa, ta)) + sqh * g_t * z

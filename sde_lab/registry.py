@@ -26,6 +26,7 @@ from . import grids as _grids
 from . import likelihood as _lik
 from . import losses as _losses
 from . import metrics as _metrics
+from . import multistep as _ms
 from . import predictors as _pred
 from . import sampling as _sampling
 from .analytic import TARGETS as _TARGETS
@@ -107,6 +108,8 @@ PREDICTORS = _table(
 CORRECTORS = _table(
     {
         "langevin": (_corr.Langevin, "Langevin corrector, step from snr and score/noise norms (Song et al. 2021, Alg. 4-5), snr 0.16"),
+        "langevin_per_sample": (lambda **kw: _corr.Langevin(norm="per_sample", **kw),
+                                "Langevin corrector with each sample's own norms (batch-independent samples), snr 0.16"),
         "ald": (_corr.AnnealedLangevin, "annealed Langevin dynamics, step from snr and sigma(t) (Song & Ermon 2019), snr 0.16"),
         "none": (_corr.NoCorrector, "no corrector"),
     }
@@ -182,8 +185,9 @@ def _ode(path, steps, eps, t_max, *, rtol=1e-5, atol=1e-5, method="RK45", denois
     return _sampling.ProbabilityFlowODE(rtol=rtol, atol=atol, method=method, denoise=denoise), lambda: _endpoints(path, steps, eps, t_max)
 
 
-def _sdeint(path, steps, eps, t_max, *, method="euler", adaptive=False, rtol=1e-5, atol=1e-5, denoise=True):
-    solver = _sampling.ReverseSDE(method=method, adaptive=adaptive, rtol=rtol, atol=atol, denoise=denoise)
+def _sdeint(path, steps, eps, t_max, *, method="euler", adaptive=False, rtol=1e-5, atol=1e-5, brownian="interval",
+            denoise=True):
+    solver = _sampling.ReverseSDE(method=method, adaptive=adaptive, rtol=rtol, atol=atol, brownian=brownian, denoise=denoise)
     return solver, lambda: _grid("uniform", path, steps, eps, t_max)
 
 
@@ -208,10 +212,25 @@ def _dpm(path, steps, eps, t_max, *, order=3, spacing="logsnr", denoise=True):
     return solver, lambda: _grid(_DPM_GRIDS[spacing], path, len(orders), eps, t_max)
 
 
-def _dpmpp(path, steps, eps, t_max, *, spacing="logsnr", denoise=True):
+def _dpmpp(path, steps, eps, t_max, *, spacing="logsnr", order=2, lower_order_final=None, third_order="exact",
+           denoise=True):
     if spacing not in _DPM_GRIDS:
         raise ValueError(f"unknown spacing {spacing!r}; valid choices: {', '.join(_DPM_GRIDS)}")
-    return _fast.DPMSolverPP(denoise=denoise), lambda: _grid(_DPM_GRIDS[spacing], path, steps, eps, t_max)
+    solver = _fast.DPMSolverPP(order=order, lower_order_final=lower_order_final, third_order=third_order, denoise=denoise)
+    return solver, lambda: _grid(_DPM_GRIDS[spacing], path, steps, eps, t_max)
+
+
+def _on_grid(cls, grid_kind):
+    """A factory for a solver whose ``steps`` are its grid's intervals (default grid ``grid_kind``)."""
+
+    def factory(path, steps, eps, t_max, **options):
+        return cls(**options), lambda: _grid(grid_kind, path, steps, eps, t_max)
+
+    return factory
+
+
+def _dpm_adaptive(path, steps, eps, t_max, **options):
+    return _ms.AdaptiveDPMSolver(**options), lambda: _endpoints(path, steps, eps, t_max)
 
 
 def _adaptive(path, steps, eps, t_max, **options):
@@ -228,20 +247,31 @@ SOLVERS = _table(
         "ald": (_ald, "annealed Langevin dynamics (Song & Ermon 2019), snr 0.35, n_corrector_steps per level"),
         "heun": (_heun, "Heun 2nd-order sigma-form ODE + optional churn (Karras et al. 2022, Alg. 2); NFE 2*steps-1"),
         "dpm_solver": (_dpm, "DPM-Solver-1/2/3 single-step (Lu et al. 2022a); steps = NFE budget"),
-        "dpm_solver_pp": (_dpmpp, "DPM-Solver++(2M) multistep, data prediction (Lu et al. 2022b); NFE = steps + 1"),
+        "dpm_solver_pp": (_dpmpp, "DPM-Solver++(2M/3M) multistep, data prediction (Lu et al. 2022b); NFE = steps + 1"),
         "adaptive": (_adaptive, "adaptive reverse-SDE EM/improved-Euler pair (Jolicoeur-Martineau et al. 2021)"),
+        "dpm_solver_pp_sde": (_on_grid(_ms.DPMSolverPPSDE, "karras"),
+                              "DPM-Solver++(2M) SDE with eta (Lu et al. 2022b); steps = intervals, karras grid"),
+        "euler_ancestral": (_on_grid(_ms.EulerAncestral, "karras"), "Euler-ancestral with eta (k-diffusion); karras grid"),
+        "unipc": (_on_grid(_ms.UniPC, "logsnr"), "UniPC: UniP-p + UniC corrector, bh1/bh2, orders 1-3 (Zhao et al. 2023)"),
+        "deis": (_on_grid(_ms.DEIS, "logsnr"), "DEIS tAB / rhoAB multistep, orders 1-3 (Zhang & Chen 2023)"),
+        "dpm_adaptive": (_dpm_adaptive, "adaptive DPM-Solver-12/23 ODE solver (Lu et al. 2022a, Alg. 4), rtol/atol"),
     }
 )
 
 _OPTIONS = {
     "pc": ("predictor", "corrector", "snr", "n_corrector_steps", "denoise", "final"),
     "ode": ("rtol", "atol", "method", "denoise"),
-    "sdeint": ("method", "adaptive", "rtol", "atol", "denoise"),
+    "sdeint": ("method", "adaptive", "rtol", "atol", "brownian", "denoise"),
     "ald": ("snr", "n_corrector_steps", "denoise"),
     "heun": ("schedule", "rho", "s_churn", "s_tmin", "s_tmax", "s_noise", "denoise"),
     "dpm_solver": ("order", "spacing", "denoise"),
-    "dpm_solver_pp": ("spacing", "denoise"),
+    "dpm_solver_pp": ("spacing", "order", "lower_order_final", "third_order", "denoise"),
     "adaptive": _ADAPTIVE_OPTIONS,
+    "dpm_solver_pp_sde": ("order", "eta", "s_noise", "solver_type", "lower_order_final", "denoise"),
+    "euler_ancestral": ("eta", "s_noise", "denoise"),
+    "unipc": ("order", "variant", "prediction", "corrector", "lower_order_final", "denoise"),
+    "deis": ("order", "variable", "lower_order_final", "denoise"),
+    "dpm_adaptive": ("order", "rtol", "atol", "h_init", "safety", "error_norm", "max_iters", "denoise"),
 }
 
 

@@ -498,10 +498,54 @@ class _TimeReversedSDE(torch.nn.Module):
 SDEINT_METHODS = ("euler", "milstein", "srk")
 
 
+BROWNIAN = ("interval", "tree")
+
+
 def _entropy(noise: Noise) -> int:
     g = getattr(noise, "generator", None)
     gen_device = g.device if g is not None else "cpu"
     return int(torch.randint(0, 2**62, (1,), generator=g, device=gen_device))
+
+
+def _brownian(kind: str, B: int, D: int, span: float, dt: float, dtype, device, entropy: int, levy: str):
+    import torchsde
+
+    if kind == "tree":  # query-independent to tol: a refined or adaptive solve sees the same path
+        if levy != "none":
+            raise ValueError("brownian='tree' gives no Lévy area, which method='srk' needs; use brownian='interval'")
+        # t1 a step beyond the span: the tree keeps t1 as a float, the solver queries in the state dtype
+        return torchsde.BrownianTree(t0=0.0, w0=torch.zeros(B, D, dtype=dtype, device=device), t1=span + dt, tol=dt / 64,
+                                     entropy=entropy)
+    return torchsde.BrownianInterval(t0=0.0, t1=span, size=(B, D), dtype=dtype, device=device, entropy=entropy, dt=dt,
+                                     levy_area_approximation=levy)
+
+
+def _per_sample_brownian(noise, kind, B, D, span, dt, dtype, device, levy):
+    """One Brownian motion per sample, seeded from ``(seed, i)``: sample i's path never depends on the batch."""
+    from torchsde._brownian.brownian_base import BaseBrownian
+
+    from .noise import _mix
+
+    seeds = _mix(torch.tensor([noise.seed ^ 0x5DEECE66D] * B, dtype=torch.int64)
+                 ^ torch.arange(noise.start, noise.start + B, dtype=torch.int64)).tolist()
+    parts = [_brownian(kind, 1, D, span, dt, dtype, device, int(e) & (2**62 - 1), levy) for e in seeds]
+
+    class _Stacked(BaseBrownian):
+        def __call__(self, ta, tb=None, return_U=False, return_A=False):
+            outs = [b(ta, tb, return_U=return_U, return_A=return_A) for b in parts]
+            if isinstance(outs[0], tuple):
+                return tuple(torch.cat(o, 0) for o in zip(*outs))
+            return torch.cat(outs, 0)
+
+        def __repr__(self):
+            return f"PerSampleBrownian({kind}, B={B})"
+
+        dtype = property(lambda self: parts[0].dtype)
+        device = property(lambda self: parts[0].device)
+        shape = property(lambda self: (B, D))
+        levy_area_approximation = property(lambda self: parts[0].levy_area_approximation)
+
+    return _Stacked()
 
 
 @dataclass(frozen=True)
@@ -511,19 +555,26 @@ class ReverseSDE(Solver):
     torchsde needs increasing time and 2-D states: the SDE is integrated in ``u = t_0 − t`` on states
     flattened to ``(B, D)``, for any data shape, with diagonal noise. ``method`` is ``euler``, ``milstein``
     or ``srk``; the step is the grid's mean spacing (exactly the grid for a uniform one) or, with
-    ``adaptive``, that initial step and ``rtol``/``atol``; a callback sees the solution at every grid time. The Brownian motion (a ``BrownianInterval``) is
-    seeded from the noise source's generator. ``denoise`` ends with Tweedie's ``E[x_0 | x_{t_min}]``.
+    ``adaptive``, that initial step and ``rtol``/``atol``; a callback sees the solution at every grid time.
+    The Brownian motion is torchsde's ``BrownianInterval`` (``brownian="interval"``) or ``BrownianTree``
+    (``"tree"``: query-independent, so solves of one seed on refined grids or with adaptive steps follow one
+    Brownian path), seeded from the noise source's generator; with a
+    :class:`~sde_lab.noise.PerSampleNoise` every sample gets its own, seeded from ``(seed, i)`` (batch-independent
+    samples, at the cost of one Brownian object per sample). ``denoise`` ends with Tweedie's ``E[x_0 | x_{t_min}]``.
     """
 
     method: str = "euler"
     adaptive: bool = False
     rtol: float = 1e-5
     atol: float = 1e-5
+    brownian: str = "interval"
     denoise: bool = True
 
     stochastic: ClassVar[bool] = True
 
     def __post_init__(self):
+        if self.brownian not in BROWNIAN:
+            raise ValueError(f"unknown brownian {self.brownian!r}; valid choices: {', '.join(BROWNIAN)}")
         if self.method not in SDEINT_METHODS:
             raise ValueError(f"unknown sdeint method {self.method!r}; valid choices: {', '.join(SDEINT_METHODS)}")
         for name in ("rtol", "atol"):
@@ -543,10 +594,13 @@ class ReverseSDE(Solver):
         ts = (t0 - grid.to(x.dtype)) if callback is not None else torch.tensor([0.0, t0 - t1], dtype=x.dtype, device=x.device)
         ts[0] = 0.0
         span = float(ts[-1])  # the end point as the state dtype sees it, so the Brownian interval matches ts
-        bm = torchsde.BrownianInterval(
-            t0=0.0, t1=span, size=(B, D), dtype=x.dtype, device=x.device, entropy=_entropy(noise), dt=span / n,
-            levy_area_approximation="space-time" if self.method == "srk" else "none",
-        )
+        levy = "space-time" if self.method == "srk" else "none"
+        from .noise import PerSampleNoise
+
+        if isinstance(noise, PerSampleNoise):
+            bm = _per_sample_brownian(noise, self.brownian, B, D, span, span / n, x.dtype, x.device, levy)
+        else:
+            bm = _brownian(self.brownian, B, D, span, span / n, x.dtype, x.device, _entropy(noise), levy)
         with warnings.catch_warnings():
             # g does not depend on the state (additive noise), so torchsde's warning about adaptive
             # Euler–Maruyama with state-dependent diagonal noise does not apply.

@@ -15,6 +15,7 @@ __all__ = ["main", "build_parser"]
 # subcommand name → module in sde_lab.cli
 COMMANDS: dict[str, str] = {
     "targets": "targets",
+    "solvers": "solvers",
     "sample": "sample",
     "train": "train",
     "likelihood": "likelihood",

@@ -72,6 +72,12 @@ def add_parser(sub):
     p.add_argument("--atol", type=float, default=None, help="ode / sdeint absolute tolerance (default: 1e-5)")
     p.add_argument("--method", default=None, help="ode method (scipy: RK45, ...; default RK45) or sdeint method "
                    "(euler, milstein, srk; default euler)")
+    p.add_argument("--solver-opt", action="append", default=[], metavar="KEY=VALUE",
+                   help="any other option of the solver, e.g. order=3, eta=0.5, variant=bh1, lower_order_final=False "
+                        "(repeatable; `sde-lab solvers` lists each solver's options)")
+    p.add_argument("--noise", choices=("batch", "per_sample"), default="batch",
+                   help="batch: one generator for the batch (default); per_sample: sample i depends on (seed, i) only, "
+                        "whatever the batch size")
     p.add_argument("--n", type=int, default=1000, help="number of samples (default: 1000)")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
@@ -182,13 +188,18 @@ def run(args) -> int:
         comp = gm.component(args.label)
         source = source._replace(true_samples=lambda n, g: comp.sample(n, g))
     generator = torch.Generator().manual_seed(args.seed)
+    noise = None
+    if getattr(args, "noise", "batch") == "per_sample":
+        from ..noise import PerSampleNoise
+
+        generator, noise = None, PerSampleNoise(args.seed)
 
     options = sampler_options(args)
 
     start = time.perf_counter()
     try:
-        result = sample(sde, source.score_fn, (args.n, *source.event_shape), generator=generator, device=device,
-                        condition=condition, progress=not args.quiet, **options)
+        result = sample(sde, source.score_fn, (args.n, *source.event_shape), generator=generator, noise=noise,
+                        device=device, condition=condition, progress=not args.quiet, **options)
     except FloatingPointError as e:
         raise ValueError(str(e)) from None
     if device.type == "cuda":
@@ -219,7 +230,28 @@ def sampler_options(args) -> dict:
     options.update({k: v for k, v in given.items() if v is not None})
     if args.no_denoise:
         options["denoise"] = False
+    for item in getattr(args, "solver_opt", None) or []:
+        key, sep, value = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise ValueError(f"--solver-opt takes KEY=VALUE (e.g. order=3), got {item!r}")
+        if key in options:
+            raise ValueError(f"--solver-opt {key} is given twice (or also by its own flag)")
+        options[key] = _literal(value.strip())
     return options
+
+
+def _literal(text: str):
+    """``3`` → 3, ``0.5`` → 0.5, ``True``/``false`` → bool, ``None`` → None, anything else the string itself."""
+    import ast
+
+    low = text.lower()
+    if low in ("true", "false", "none"):
+        return {"true": True, "false": False, "none": None}[low]
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
 
 
 def _plot(x: np.ndarray, true: np.ndarray | None, path: Path, title: str) -> None:
