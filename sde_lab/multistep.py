@@ -13,7 +13,8 @@ The multistep solvers approximate the integrand by a polynomial through the mode
 ``order`` grid points; they spend one model evaluation per step. The first steps warm up (order
 ``min(order, i + 1)``) and, with ``lower_order_final`` (default: on when the grid has fewer than 10
 intervals, as in Lu et al.'s reference code), the last steps lower the order to the number of steps left
-(``min(order, n − i)``): the final step is first order, which is far more stable at very few steps.
+(``min(order, n − i)``; with ``denoise=True`` the denoising step — a first-order step to ``σ̃ = 0`` — counts as
+the last one, :func:`multistep_orders`): the final step is first order, far more stable at very few steps.
 
 Nothing here looks at the path's class: ``α, σ, λ, σ̃`` and the inverse ``t(λ)`` come from the path.
 Every solver is a frozen dataclass called as ``solver(model, x_T, grid, noise=..., callback=...)``,
@@ -78,11 +79,14 @@ def _positive(solver: str, name: str, v, *, allow_zero: bool = False) -> None:
         raise ValueError(f"{solver}: {name} must be a {'non-negative' if allow_zero else 'positive'} number, got {v!r}")
 
 
-def multistep_orders(n: int, order: int, lower_order_final: bool | None = None) -> list[int]:
+def multistep_orders(n: int, order: int, lower_order_final: bool | None = None, denoise: bool = False) -> list[int]:
     """The order of each of ``n`` multistep steps: warm-up ``min(order, i + 1)`` and, with
-    ``lower_order_final`` (``None``: when ``n < 10``), ``min(order, n − i)`` at the end."""
+    ``lower_order_final`` (``None``: when ``n < 10``), never more than the steps left, ``min(order, n − i)`` —
+    with ``denoise`` the final denoising step (a first-order step to ``σ̃ = 0``) counts as one of them,
+    ``min(order, n + 1 − i)``, as in diffusers' schedulers that end at ``σ = 0``."""
     lof = n < LOWER_ORDER_FINAL_BELOW if lower_order_final is None else lower_order_final
-    return [min(order, i + 1, n - i) if lof else min(order, i + 1) for i in range(n)]
+    left = n + int(denoise)
+    return [min(order, i + 1, left - i) if lof else min(order, i + 1) for i in range(n)]
 
 
 class _Levels:
@@ -123,7 +127,7 @@ class _Multistep(Solver):
     default_grid: ClassVar[str] = "logsnr"
 
     def orders(self, n: int) -> list[int]:
-        return multistep_orders(n, self.order, self.lower_order_final)
+        return multistep_orders(n, self.order, self.lower_order_final, self.denoise)
 
     def nfe(self, grid) -> int:
         return len(grid) - 1 + int(self.denoise)
@@ -145,8 +149,11 @@ class DPMSolverPP(_Multistep):
     * 3M: the quadratic through ``D_{i−1}, D_{i−2}, D_{i−3}`` in ``λ``, integrated exactly against
       ``e^{τ−h}``: ``+ α_i [h φ̃₁ P′ + h² φ̃₂ P″/2]`` with ``φ̃₁ = (h − 1 + e^{−h})/h``,
       ``φ̃₂ = (h² − 2h + 2 − 2e^{−h})/h²`` (third order: ``tests/test_multistep.py`` measures it).
-      ``third_order="reference"`` uses the coefficient of the dpm-solver / diffusers / k-diffusion code,
-      which weights the curvature term by half of that (``−φ₃ D₂`` there) and is measured second order.
+      Its lower-order steps (warm-up, ``lower_order_final``) integrate the line through the last two
+      outputs exactly. ``third_order="reference"`` is the 3M of the dpm-solver and diffusers code: 2M
+      steps below order 3, and a curvature term of half that weight (``−φ₃ D₂`` there) — measured second
+      order (``tests/test_multistep.py``). k-diffusion's ``sample_dpmpp_3m_sde`` has the same curvature
+      term with the exact-line warm-up.
 
     One model evaluation per interval: NFE ``= n + denoise`` on a grid of ``n`` intervals (uniform in ``λ``
     in Lu et al.). ``lower_order_final``: the module docstring.
@@ -174,9 +181,11 @@ class DPMSolverPP(_Multistep):
             x = (lv.sigma[i + 1] / lv.sigma[i]) * x
             if k == 1:
                 x = x + lv.alpha[i + 1] * e * D0
-            elif k == 2:
+            elif k == 2 and (self.order == 2 or self.third_order == "reference"):  # Lu et al.'s 2M step
                 r = (lv.lam[i] - lv.lam[i - 1]) / h
                 x = x + lv.alpha[i + 1] * e * ((1 + 1 / (2 * r)) * D0 - (1 / (2 * r)) * Ds[1])
+            elif k == 2:  # 3M's second-order steps: the line through D_{i−1}, D_{i−2}, integrated exactly
+                x = x + lv.alpha[i + 1] * (e * D0 + h * p1 * (D0 - Ds[1]) / (lv.lam[i] - lv.lam[i - 1]))
             else:
                 h1, h2 = lv.lam[i] - lv.lam[i - 1], lv.lam[i - 1] - lv.lam[i - 2]
                 f01, f12 = (D0 - Ds[1]) / h1, (Ds[1] - Ds[2]) / h2
