@@ -47,6 +47,7 @@ __all__ = [
     "PREDICTORS",
     "CORRECTORS",
     "SOLVERS",
+    "DEFAULT_GRIDS",
     "GRIDS",
     "DIVERGENCES",
     "PROBES",
@@ -271,8 +272,17 @@ _OPTIONS = {
     "euler_ancestral": ("eta", "s_noise", "denoise"),
     "unipc": ("order", "variant", "prediction", "corrector", "lower_order_final", "denoise"),
     "deis": ("order", "variable", "lower_order_final", "denoise"),
-    "dpm_adaptive": ("order", "rtol", "atol", "h_init", "safety", "error_norm", "max_iters", "denoise"),
+    "dpm_adaptive": ("order", "prediction", "rtol", "atol", "h_init", "safety", "error_norm", "max_iters", "denoise"),
 }
+
+
+# the grid each named solver builds for `steps` when none is given (sde_lab.sample; `sde-lab solvers` prints it)
+DEFAULT_GRIDS = MappingProxyType({
+    "pc": "logsnr", "ode": "endpoints", "sdeint": "uniform", "ald": "geometric", "heun": "karras (rho=7, EDM)",
+    "dpm_solver": "logsnr (Lu et al.)", "dpm_solver_pp": "logsnr (Lu et al.)", "adaptive": "endpoints",
+    "dpm_solver_pp_sde": "karras (rho=7)", "euler_ancestral": "karras (rho=7)", "unipc": "logsnr", "deis": "logsnr",
+    "dpm_adaptive": "endpoints",
+})
 
 
 def solver_options(name: str) -> tuple[str, ...]:

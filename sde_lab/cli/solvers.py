@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..registry import GRIDS, SOLVERS, solver_options
+from ..registry import DEFAULT_GRIDS, GRIDS, SOLVERS, solver_options
 
 
 def add_parser(sub):
@@ -12,8 +12,8 @@ def add_parser(sub):
 def run(args) -> int:
     for name in sorted(SOLVERS):
         print(f"{name:18s} {SOLVERS[name][1]}")
-        print(f"{'':18s}   options: {', '.join(solver_options(name))}")
-    print("\ngrids (sample --grid):")
+        print(f"{'':18s}   options: {', '.join(solver_options(name))}; default grid: {DEFAULT_GRIDS[name]}")
+    print("\ngrids (sample --grid; any solver on a fixed grid takes any of them):")
     for name in sorted(GRIDS):
         print(f"  {name:12s} {GRIDS[name][1]}")
     return 0
