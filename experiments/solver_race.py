@@ -5,7 +5,8 @@ every solver runs at 5, 6, 8, 10, 12, 15, 20 and 50 NFE from the same prior draw
 
 * sde_lab — DPM-Solver++(2M), (3M), UniPC-2/3 (bh2) and UniPC-2 (bh1), DEIS-3 (tAB), DPM-Solver-3, Heun,
   DPM-Solver++(2M) SDE and Euler-ancestral, each on its default grid (λ-uniform for the exponential
-  integrators, Karras ρ = 7 for Heun and the ancestral samplers), ending with the denoising step;
+  integrators, Karras ρ = 7 for Heun and the ancestral samplers) ending with the denoising step, and on
+  diffusers' layout (uniform in t, every NFE a step; the better of the two is kept per NFE, as for the peers);
 * diffusers — ``DPMSolverMultistepScheduler`` (2M, 3M, SDE), ``UniPCMultistepScheduler``,
   ``DEISMultistepScheduler``, ``EulerAncestralDiscreteScheduler``, ``HeunDiscreteScheduler``, each with its
   default timesteps and with ``use_karras_sigmas=True`` (the better of the two is kept per NFE); VP only
@@ -91,11 +92,17 @@ def _priors(path, n, shape, seeds):
     return [path.prior_sample((n, *shape), torch.Generator().manual_seed(100 + s), dtype=torch.float64) for s in range(seeds)]
 
 
-def _run_sde_lab(label, model, x_T, nfe, seed):
+def _run_sde_lab(label, model, x_T, nfe, seed, uniform=False):
+    """``uniform``: diffusers' layout instead of the solver's default — a grid uniform in t ending at eps,
+    every NFE spent on a step (no denoising step)."""
     name, make = SDE_LAB[label]
     opts = make(nfe)
     if opts is None or opts.get("steps", 1) < 1:
         return None, None
+    if uniform:
+        if name == "heun":
+            return None, None  # Heun's own Karras levels only
+        opts = {**opts, "steps": opts["steps"] + 1, "grid": "uniform", "denoise": False}
     r = sample(model, tuple(x_T.shape), solver=name, x_init=x_T, generator=torch.Generator().manual_seed(seed), **opts)
     return r.samples, r.nfe
 
@@ -141,7 +148,9 @@ def race_problem(target: str, sde_name: str, n: int, seeds: int, nfes, quick: bo
         return pts
 
     for label in SDE_LAB:
-        curves[label] = measure(label, lambda m, x, k, s, label=label: _run_sde_lab(label, m, x, k, s))
+        variants = [measure(label, lambda m, x, k, s, label=label, u=u: _run_sde_lab(label, m, x, k, s, u))
+                    for u in ((False,) if quick else (False, True))]
+        curves[label] = _best(variants)
     if have_diffusers() and peers.diffusers_supports(path):
         for label in DIFFUSERS:
             settings = (False, True) if not quick and _takes_karras(label) else (False,)
