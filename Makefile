@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo test test-slow test-all venv clean test-data
+.PHONY: demo test test-slow test-all venv clean test-data bench-deps
 
 # Fashion-MNIST ships as a Debian package; tests that need it skip (with the reason) if it is absent.
 FASHION := /usr/share/datasets/fashion-mnist
@@ -24,6 +24,10 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+# the peers of experiments/solver_race.py and paths.py (diffusers, torchcfm, flow_matching; k-diffusion's samplers come with the venv)
+bench-deps: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[bench]'
 
 demo: $(STAMP)
 	$(PY) experiments/demo.py

@@ -100,8 +100,8 @@ def _run_sde_lab(label, model, x_T, nfe, seed, uniform=False):
     if opts is None or opts.get("steps", 1) < 1:
         return None, None
     if uniform:
-        if name == "heun":
-            return None, None  # Heun's own Karras levels only
+        if name in ("heun", "dpm_solver"):
+            return None, None  # their `steps` are not intervals of one NFE (Heun's levels, DPM-Solver's budget)
         opts = {**opts, "steps": opts["steps"] + 1, "grid": "uniform", "denoise": False}
     r = sample(model, tuple(x_T.shape), solver=name, x_init=x_T, generator=torch.Generator().manual_seed(seed), **opts)
     return r.samples, r.nfe
@@ -117,7 +117,7 @@ def _run_k(label, model, x_T, nfe, seed, sigmas):
     return peers.run_k_diffusion(label, model, x_T, nfe, EPS, sigmas=sigmas, generator=torch.Generator().manual_seed(seed))
 
 
-def race_problem(target: str, sde_name: str, n: int, seeds: int, nfes, quick: bool) -> dict:
+def race_problem(target: str, sde_name: str, n: int, seeds: int, nfes, quick: bool, only=None) -> dict:
     path = make_sde(sde_name)
     gm = make_target(target)
     model = gm.model(path)
@@ -141,24 +141,27 @@ def race_problem(target: str, sde_name: str, n: int, seeds: int, nfes, quick: bo
                     break
                 used = k
                 ratios.append(float("inf") if x is None else _ratio(quality, floor, x))
+            if ratios and used is not None and used > nfe:
+                raise AssertionError(f"{label}: {used} NFE for a budget of {nfe}")
             if ratios:
                 mean = sum(ratios) / len(ratios)
                 pts.append({"nfe_budget": nfe, "nfe": used, "ratio": mean,
                             "spread": (max(ratios) - min(ratios)) / 2 if all(map(math.isfinite, ratios)) else float("inf")})
         return pts
 
-    for label in SDE_LAB:
+    keep = (lambda label: label in only) if only else (lambda label: True)
+    for label in filter(keep, SDE_LAB):
         variants = [measure(label, lambda m, x, k, s, label=label, u=u: _run_sde_lab(label, m, x, k, s, u))
                     for u in ((False,) if quick else (False, True))]
         curves[label] = _best(variants)
     if have_diffusers() and peers.diffusers_supports(path):
-        for label in DIFFUSERS:
+        for label in filter(keep, DIFFUSERS):
             settings = (False, True) if not quick and _takes_karras(label) else (False,)
             variants = [measure(label, lambda m, x, k, s, label=label, kr=kr: _run_diffusers(label, m, x, k, s, kr))
                         for kr in settings]
             curves[label] = _best(variants)
     if peers.k_diffusion_sampling() is not None:
-        for label in K_DIFF:
+        for label in filter(keep, K_DIFF):
             variants = [measure(label, lambda m, x, k, s, label=label, sg=sg: _run_k(label, m, x, k, s, sg))
                         for sg in (("karras",) if quick else ("karras", "exponential"))]
             curves[label] = _best(variants)
@@ -224,6 +227,24 @@ def summary(results) -> list[str]:
                 tie = a[1]["ratio"] <= b[1]["ratio"] + a[1]["spread"] + b[1]["spread"]
                 row.append(f"{k}: {a[0]} {a[1]['ratio']:.2f} vs {b[0]} {b[1]['ratio']:.2f} {'ok' if tie else 'BEHIND'}")
         lines.append("best sde_lab vs best peer: " + "; ".join(row))
+    return lines
+
+
+def headline(results) -> list[str]:
+    """Per problem: NFE to 1.5× the floor of the best sde_lab solver and of the best peer, and the best ratio at
+    5, 8, 10 and 20 NFE of each side."""
+    ours = lambda lab: not lab.startswith(("d:", "k:"))  # noqa: E731
+    peer = lambda lab: lab.startswith(("d:", "k:"))  # noqa: E731
+    lines = ["\n| problem | NFE to 1.5× (sde_lab / peers) | best at 5 NFE | 8 | 10 | 20 |", "|---|---|---|---|---|---|"]
+    for prob, res in results.items():
+        c = res["curves"]
+        n_ours = min([v for lab, pts in c.items() if ours(lab) and (v := nfe_to(pts))] or [None], key=lambda v: v or 1e9)
+        n_peer = min([v for lab, pts in c.items() if peer(lab) and (v := nfe_to(pts))] or [None], key=lambda v: v or 1e9)
+        cells = []
+        for k in (5, 8, 10, 20):
+            a, b = best_at(c, ours, k), best_at(c, peer, k)
+            cells.append(f"{a[1]['ratio']:.2f} ({a[0]}) / {b[1]['ratio']:.2f} ({b[0]})" if a and b else "—")
+        lines.append(f"| {prob} | {n_ours} / {n_peer} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -414,6 +435,7 @@ def main(argv=None) -> int:
     ap.add_argument("--minutes", type=float, default=4.0, help="MNIST training time")
     ap.add_argument("--n-fid", type=int, default=500)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--only", nargs="+", metavar="CURVE", help="oracle part: run only these curves (merge the JSON after)")
     ap.add_argument("--out", default=str(FIG / "solver_race"))
     ap.add_argument("--merge", nargs="+", metavar="JSON", help="merge earlier runs' JSON files into --out and re-plot")
     args = ap.parse_args(argv)
@@ -423,12 +445,27 @@ def main(argv=None) -> int:
         data: dict = {}
         for f in args.merge:
             for k, v in json.loads(Path(f).read_text()).items():
-                if isinstance(v, dict) and isinstance(data.get(k), dict):
+                if k == "oracle" and isinstance(data.get(k), dict):
+                    for prob, res in v.items():  # later files replace curves, problem by problem
+                        if prob in data[k]:
+                            data[k][prob]["curves"].update(res["curves"])
+                        else:
+                            data[k][prob] = res
+                elif isinstance(v, dict) and isinstance(data.get(k), dict):
                     data[k].update(v)
                 else:
                     data[k] = v
         _write(data, out)
+        if data.get("oracle"):
+            print("\n".join(summary(data["oracle"])))
+            print("\n".join(headline(data["oracle"])))
+        if data.get("adaptive"):
+            print("\n".join(adaptive_summary(data["adaptive"])))
         return 0
+    if not have_diffusers():
+        print("note: diffusers is not installed (pip install -e '.[bench]'): its schedulers are skipped")
+    if peers.k_diffusion_sampling() is None:
+        print("note: k-diffusion is not installed (pip install --no-deps k-diffusion): its samplers are skipped")
     nfes = [5, 10, 20] if args.quick else NFES
     seeds = 1 if args.quick else args.seeds
     start = time.perf_counter()
@@ -438,7 +475,8 @@ def main(argv=None) -> int:
         for target in args.targets:
             for sde_name in args.sdes:
                 t0 = time.perf_counter()
-                data["oracle"][f"{target}/{sde_name}"] = race_problem(target, sde_name, args.n, seeds, nfes, args.quick)
+                data["oracle"][f"{target}/{sde_name}"] = race_problem(target, sde_name, args.n, seeds, nfes, args.quick,
+                                                                           args.only)
                 print(f"[{target}/{sde_name}] {time.perf_counter() - t0:.0f} s", flush=True)
         print("\n".join(summary(data["oracle"])))
     if "adaptive" in args.parts:
