@@ -210,6 +210,10 @@ class DPMSolverPPSDE(_Multistep):
     the 2nd-order term ``α_t (1 − e^{−(1+η)h}) (D₀ − D₁)/(2r)`` (``solver_type="midpoint"``) or
     ``α_t (1 − (1 − e^{−(1+η)h})/((1+η)h)) (D₀ − D₁)/r`` (``"heun"``), ``r = h_{prev}/h``. ``η = 1`` is the
     SDE-DPM-Solver++ of diffusers; ``η = 0`` is DPM-Solver++(2M) (the midpoint variant). NFE ``= n + denoise``.
+
+    Measured on the oracle (``tests/test_multistep.py``): at 15 NFE on the default Karras grid the samples
+    over-disperse within modes (+28 % VE, +45 % VP on ``ring``), on a λ-uniform grid by 9 % / 17 %; from 30 NFE
+    both are within 12 %. For few steps prefer an ODE solver or ``grid="logsnr"``.
     """
 
     order: int = 2
