@@ -117,13 +117,16 @@ def _run_k(label, model, x_T, nfe, seed, sigmas):
     return peers.run_k_diffusion(label, model, x_T, nfe, EPS, sigmas=sigmas, generator=torch.Generator().manual_seed(seed))
 
 
-def race_problem(target: str, sde_name: str, n: int, seeds: int, nfes, quick: bool, only=None) -> dict:
+def _problem(target: str, sde_name: str, n: int, seeds: int):
+    """The exact model of ``target`` on the path, its SW2 quality function and floor, and the prior draws."""
     path = make_sde(sde_name)
     gm = make_target(target)
-    model = gm.model(path)
     _, quality = _oracle_quality(target, n)
-    floor = oracle_floor(target, n)
-    priors = _priors(path, n, gm.event_shape, seeds)
+    return path, gm.model(path), quality, oracle_floor(target, n), _priors(path, n, gm.event_shape, seeds)
+
+
+def race_problem(target: str, sde_name: str, n: int, seeds: int, nfes, quick: bool, only=None) -> dict:
+    path, model, quality, floor, priors = _problem(target, sde_name, n, seeds)
     curves: dict = {}
 
     def measure(label, runner):
@@ -256,12 +259,7 @@ def adaptive_part(targets, sdes, n, seeds) -> dict:
     out = {}
     for target in targets:
         for sde_name in sdes:
-            path = make_sde(sde_name)
-            gm = make_target(target)
-            model = gm.model(path)
-            _, quality = _oracle_quality(target, n)
-            floor = oracle_floor(target, n)
-            priors = _priors(path, n, gm.event_shape, seeds)
+            path, model, quality, floor, priors = _problem(target, sde_name, n, seeds)
             rows = []
             for rtol, atol in TOLS:
                 rec = {"rtol": rtol, "atol": atol}

@@ -43,6 +43,7 @@ import torch
 from .grids import _check_steps, karras_grid, logsnr_grid, uniform_time_grid
 from .model import DiffusionModel, ScoreFn, as_model
 from .multistep import DPMSolverPP  # re-exported: v1 imported it from here
+from .multistep import _choice
 from .noise import draw_normal, normal_for
 from .sampling import SampleResult, Solver, _check_eps, _device, _full, _in_dtype, _run, prior_state
 from .sde import SAMPLING_EPS, SDE
@@ -75,11 +76,6 @@ DenoiserFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 HEUN_SCHEDULES = ("karras", "uniform_t", "log_sigma")
 DPM_SPACINGS = ("logsnr", "time")
 ERROR_NORMS = ("per_sample", "batch_max", "batch_rms")
-
-
-def _choice(name: str, value, choices) -> None:
-    if value not in choices:
-        raise ValueError(f"unknown {name} {value!r}; valid choices: {', '.join(map(str, choices))}")
 
 
 # --- the change of variables -------------------------------------------------------------------------
