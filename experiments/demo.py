@@ -14,6 +14,8 @@ What `make demo` runs on a fresh machine (a few minutes on a 2-core CPU):
    and the ODE likelihood of the exact score for comparison;
 4. writes figures into ``figures/demo/`` and prints a summary table.
 
+The training run lives in ``<out>/workdir``; each demo run starts afresh and replaces the previous demo's run there.
+
     python experiments/demo.py [--quick] [--out figures/demo] [--seed 0] [--target ring] [--n-iters N]
 
 ``--quick`` is a smoke test (a few hundred steps, small sample sizes; seconds), not a result.
@@ -116,7 +118,15 @@ def main(argv=None) -> dict:
     print(f"[1/4] training {config.model.name} ({config.training.sde} SDE, {config.model.prediction} prediction) on "
           f"{args.target}: {description}; {n_iters} steps, batch {config.training.batch_size}", flush=True)
     t0 = time.time()
-    result = train(config, out / "workdir", progress=args.progress)
+    workdir = out / "workdir"
+    from sde_lab.workdir import is_workdir
+
+    if is_workdir(workdir):  # the previous demo's run (this demo's own by-product) is replaced
+        import shutil
+
+        print(f"      replacing the previous demo run in {workdir}", flush=True)
+        shutil.rmtree(workdir)
+    result = train(config, workdir, progress=args.progress)
     train_s = time.time() - t0
     model = result.model
     sde = model.sde

@@ -65,7 +65,7 @@ def train_model(config_path: str, workdir: Path, iters: int):
     t0 = time.time()
     if done < iters:
         print(f"[1/3] training {config_path} from step {done} to {iters} in {workdir}", flush=True)
-        build_trainer(config, workdir, resume=True, progress=True).fit(iters)
+        build_trainer(config, workdir, resume="auto", progress=True).fit(iters)
     else:
         print(f"[1/3] reusing the run in {workdir} (step {done})", flush=True)
     return config, time.time() - t0

@@ -35,11 +35,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def train_for(config, workdir: Path, minutes: float, chunk: int):
-    """The library's training loop, run in chunks of ``chunk`` steps until ``minutes`` of wall time have passed."""
+def train_for(config, workdir: Path, minutes: float, chunk: int, overwrite: bool = False):
+    """The library's training loop, run in chunks of ``chunk`` steps until ``minutes`` of wall time have passed.
+
+    A fresh run: a previous run in ``workdir`` is refused, or moved aside with ``overwrite``."""
     from sde_lab.config import build_trainer
 
-    trainer = build_trainer(config, workdir, progress=False)
+    trainer = build_trainer(config, workdir, progress=False, overwrite=overwrite)
     deadline, t0 = time.time() + 60 * minutes, time.time()
     losses, result = [], None
     while time.time() < deadline:
@@ -65,6 +67,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--sample-steps", type=int, default=250, help="PC steps for the sample grids (config: 1000)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="config override key=value (repeatable)")
     ap.add_argument("--workdir", default=str(ROOT / "runs" / "mnist_sdes"), help="checkpoints go to WORKDIR/<sde>")
+    ap.add_argument("--overwrite", action="store_true", help="move previous runs in WORKDIR/<sde> aside and train afresh")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(ROOT / "figures"))
@@ -84,7 +87,7 @@ def main(argv=None) -> dict:
                                  "training.snapshot_freq=0", "training.keep_checkpoints=2"] + args.overrides)
         print(f"[{sde_name}] training {config.model.name} (nf={config.model.nf}) on MNIST for {args.minutes:g} min, "
               f"batch {config.training.batch_size}", flush=True)
-        model, steps, losses, train_s, ckpt = train_for(config, Path(args.workdir) / sde_name, args.minutes, args.chunk)
+        model, steps, losses, train_s, ckpt = train_for(config, Path(args.workdir) / sde_name, args.minutes, args.chunk, args.overwrite)
         sde = model.sde
         print(f"[{sde_name}] {steps} steps in {train_s:.0f} s ({train_s / max(steps, 1):.2f} s/step); last loss "
               f"{losses[-1][1] if losses else float('nan'):.4f}; checkpoint {ckpt}", flush=True)

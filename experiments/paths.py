@@ -241,7 +241,7 @@ MNIST_SOLVERS = {  # label -> (solver name, NFE budget -> options)
 }
 
 
-def mnist_part(families, minutes, n_fid, n_test, bpd_tol, budgets, workdir: Path, quick: bool) -> dict:
+def mnist_part(families, minutes, n_fid, n_test, bpd_tol, budgets, workdir: Path, quick: bool, overwrite: bool = False) -> dict:
     from mnist_sdes import train_for
 
     from sde_lab import sample
@@ -264,7 +264,7 @@ def mnist_part(families, minutes, n_fid, n_test, bpd_tol, budgets, workdir: Path
         config = load_config(ROOT / "configs" / fam / "mnist.py")
         apply_overrides(config, ["device='cpu'", "training.tensorboard=False", "seed=0", "optim.warmup=200",
                                  "training.snapshot_freq=0", "training.keep_checkpoints=2"] + SAME_NET)
-        model, steps, losses, train_s, ckpt = train_for(config, workdir / fam, minutes, 10)
+        model, steps, losses, train_s, ckpt = train_for(config, workdir / fam, minutes, 10, overwrite)
         model.eval()
         print(f"[{fam}] {steps} steps in {train_s:.0f} s; {sum(p.numel() for p in model.parameters())} parameters", flush=True)
         row = {"family": fam, "steps": steps, "train_s": round(train_s, 1), "fid": {}, "nfe": {}}
@@ -417,6 +417,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--bpd-tol", type=float, default=1e-5)
     ap.add_argument("--budgets", nargs="+", type=int, default=[10, 20], help="MNIST NFE budgets")
     ap.add_argument("--workdir", default=str(ROOT / "runs" / "paths"))
+    ap.add_argument("--overwrite", action="store_true", help="move previous MNIST runs in --workdir aside and train afresh")
     ap.add_argument("--quick", action="store_true", help="smoke run: fewer points, tiny budgets")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=str(ROOT / "figures" / "paths"))
@@ -444,7 +445,7 @@ def main(argv=None) -> dict:
         lines += print_reference(results["reference"]) + [""]
     if "mnist" in args.parts:
         results["mnist"] = mnist_part(args.families, args.minutes, args.n_fid, args.n_test, args.bpd_tol, args.budgets,
-                                      Path(args.workdir), args.quick)
+                                      Path(args.workdir), args.quick, args.overwrite)
         lines += print_mnist(results["mnist"], args.budgets)
     print("\n" + "\n".join(lines))
     results["summary"] = lines

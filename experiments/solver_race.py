@@ -341,7 +341,7 @@ def overhead_part(n=10_000, nfe=20, repeats=3) -> dict:
 
 
 # --- MNIST --------------------------------------------------------------------------------------------------
-def mnist_part(minutes: float, n_fid: int, budgets, workdir: Path) -> dict:
+def mnist_part(minutes: float, n_fid: int, budgets, workdir: Path, overwrite: bool = False) -> dict:
     from mnist_sdes import train_for
     from paths import SAME_NET
 
@@ -359,7 +359,7 @@ def mnist_part(minutes: float, n_fid: int, budgets, workdir: Path) -> dict:
     config = load_config(ROOT / "configs" / "vp" / "mnist.py")
     apply_overrides(config, ["device='cpu'", "training.tensorboard=False", "seed=0", "optim.warmup=200",
                              "training.snapshot_freq=0", "training.keep_checkpoints=2"] + SAME_NET)
-    model, steps, _, train_s, _ = train_for(config, workdir / "vp", minutes, 10)
+    model, steps, _, train_s, _ = train_for(config, workdir / "vp", minutes, 10, overwrite)
     model.eval()
     print(f"MNIST VP: {steps} steps in {train_s:.0f} s; FID-LeNet floor {floor:.2f}", flush=True)
     shape = (n_fid, 1, 28, 28)
@@ -431,6 +431,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="fewer NFE, one peer setting, one seed (smoke run)")
     ap.add_argument("--minutes", type=float, default=4.0, help="MNIST training time")
+    ap.add_argument("--overwrite", action="store_true", help="move a previous MNIST run in runs/solver_race aside and train afresh")
     ap.add_argument("--n-fid", type=int, default=500)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--only", nargs="+", metavar="CURVE", help="oracle part: run only these curves (merge the JSON after)")
@@ -486,7 +487,7 @@ def main(argv=None) -> int:
         for label, r in data["overhead"]["rows"].items():
             print(f"  {label:18s} {r['overhead']:.2f}")
     if "mnist" in args.parts:
-        data["mnist"] = mnist_part(args.minutes, args.n_fid, [5, 10, 20], ROOT / "runs" / "solver_race")
+        data["mnist"] = mnist_part(args.minutes, args.n_fid, [5, 10, 20], ROOT / "runs" / "solver_race", args.overwrite)
     data["runtime_s"] = round(time.perf_counter() - start, 1)
     _write(data, out)
     print(f"\nruntime {data['runtime_s']} s -> {out}.json, {out}.png")

@@ -68,15 +68,21 @@ def _read(path: str | os.PathLike, trusted: bool = False) -> Mapping[str, Any]:
         # weights_only: tensors and plain containers only, no arbitrary code from the pickle.
         ckpt = torch.load(path, map_location="cpu", weights_only=not trusted)
     except Exception as err:  # torch raises several types for truncated / non-torch files
-        if "weights only" in str(err).lower() or "weights_only" in str(err):
+        import zipfile
+
+        if ("weights only" in str(err).lower() or "weights_only" in str(err)) and zipfile.is_zipfile(path):
             raise CheckpointError(
                 f"checkpoint {str(path)!r} contains Python objects other than tensors and plain containers, "
-                "which are not loaded by default; if you trust the file, pass trusted=True"
-            ) from err
+                "which are not unpickled by default (they could run code); if you trust the file, load it in "
+                "Python with load_official_checkpoint(..., trusted=True)"
+            ) from None
+        if "CUDA" in str(err) and "deserialize" in str(err):
+            raise CheckpointError(f"checkpoint {str(path)!r} holds CUDA tensors and CUDA is not available here") from None
+        first = "not a PyTorch file" if "weights_only" in str(err) else f"{type(err).__name__}: {str(err).splitlines()[0][:160]}"
         raise CheckpointError(
-            f"could not read checkpoint {str(path)!r} ({type(err).__name__}: {str(err).splitlines()[0][:200]}); "
+            f"could not read checkpoint {str(path)!r} ({first}); "
             f"the file is corrupt, truncated or not a PyTorch checkpoint — download it again. {_DOWNLOAD_HINT}"
-        ) from err
+        ) from None
     if not isinstance(ckpt, Mapping):
         raise CheckpointError(f"checkpoint {str(path)!r} holds a {type(ckpt).__name__}, expected a dict with 'model' and 'ema'")
     return ckpt
@@ -161,7 +167,7 @@ def load_official_checkpoint(path: str | os.PathLike, config, *, use_ema: bool =
         ema = ckpt.get("ema")
         if not isinstance(ema, Mapping) or "shadow_params" not in ema:
             raise CheckpointError(f"{source} has no EMA weights (ckpt['ema']['shadow_params']); "
-                                  "pass use_ema=False to load the raw training weights")
+                                  "load the raw training weights with --no-ema (Python: use_ema=False)")
         ema_params = ema["shadow_params"]
     net = build_network(config)
     load_network_weights(net, ckpt["model"], ema_params, source=source)

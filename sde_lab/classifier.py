@@ -191,13 +191,25 @@ def load_classifier(path: str | os.PathLike, *, map_location: str | torch.device
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"no classifier at {path}; train one with `sde-lab train-classifier --dataset NAME --out {path}`")
-    blob = torch.load(path, map_location=map_location, weights_only=True)
+    from .training.checkpoint import check_map_location, describe_load_error
+
+    hint = "train one with `sde-lab train-classifier --dataset NAME` (add --noise-conditional for guidance)"
+    check_map_location(map_location)
+    try:
+        blob = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:
+        raise ValueError(describe_load_error(path, e).replace("checkpoint ", "classifier ", 1).split("; pass")[0] + f"; {hint}") from None
     if not isinstance(blob, dict) or blob.get("kind") != "sde_lab.classifier":
-        raise ValueError(f"{path} is not an sde_lab classifier checkpoint (written by save_classifier)")
-    cfg = dict(blob["config"])
-    model = Classifier(cfg.pop("in_channels"), cfg.pop("n_classes"), cfg.pop("image_size"), cfg.pop("time_conditional"), **cfg)
-    model.load_state_dict(blob["state_dict"])
-    return model.eval(), dict(blob["meta"])
+        what = "an sde_lab training checkpoint" if isinstance(blob, dict) and "format" in blob else "not an sde_lab classifier"
+        raise ValueError(f"{path} is {what} (a classifier is written by `sde-lab train-classifier`); {hint}")
+    try:
+        cfg = dict(blob["config"])
+        model = Classifier(cfg.pop("in_channels"), cfg.pop("n_classes"), cfg.pop("image_size"), cfg.pop("time_conditional"), **cfg)
+        model.load_state_dict(blob["state_dict"])
+        meta = dict(blob["meta"])
+    except (KeyError, TypeError, RuntimeError) as e:
+        raise ValueError(f"classifier {path} is damaged or from another version ({type(e).__name__}: {str(e).splitlines()[0][:160]}); {hint}") from None
+    return model.eval(), meta
 
 
 def default_classifier_path(dataset: str, *, image_size: int | None = None, time_conditional: bool = False, sde_name: str | None = None) -> Path:

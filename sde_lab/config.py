@@ -223,31 +223,67 @@ def _get(section, key: str, default=None):
 # --------------------------------------------------------------------------------------------------
 # config files and overrides
 # --------------------------------------------------------------------------------------------------
+class ConfigFileError(ValueError):
+    """A config file that does not exist, fails to import, or defines no ``get_config()``."""
+
+
 def load_config(path):
     """Import an ml-collections config file by path and return its ``get_config()``.
 
-    The directory above the nearest ``configs/`` folder is put on ``sys.path`` while importing, so config
-    files can share ``from configs.default import ...``.
+    Config files share base configs with ``from configs.default import ...``. Inside a ``configs/`` folder,
+    the directory above it is put on ``sys.path`` while importing; a file anywhere else sees a ``configs``
+    package made of its own folder first and then the project's ``configs/`` (so a copied config next to a
+    copied ``default.py`` uses that copy, and one on its own uses the project's). Errors in the file are
+    reported with its name, the line and the error (:class:`ConfigFileError`).
     """
     import importlib.util
+    import traceback
+    import types
 
-    p = Path(path)
+    p = Path(path).expanduser()
     if not p.is_file():
-        raise FileNotFoundError(f"config file {p} does not exist; configs live in configs/<sde>/<name>.py")
+        raise ConfigFileError(f"config file {p} does not exist; configs live in configs/<sde>/<name>.py")
     root = next((a.parent for a in p.resolve().parents if a.name == "configs"), None)
-    added = root is not None and str(root) not in sys.path
-    if added:
-        sys.path.insert(0, str(root))
+    saved = {k: v for k, v in sys.modules.items() if k == "configs" or k.startswith("configs.")}
+    added = None
+    if root is not None:
+        if str(root) not in sys.path:
+            sys.path.insert(0, str(root))
+            added = str(root)
+    else:  # a ``configs`` package: the file's own folder, then the project's configs/
+        for k in saved:
+            sys.modules.pop(k, None)
+        pkg = types.ModuleType("configs")
+        project = Path(__file__).resolve().parents[1] / "configs"
+        pkg.__path__ = [str(p.resolve().parent)] + ([str(project)] if project.is_dir() else [])
+        sys.modules["configs"] = pkg
     try:
         spec = importlib.util.spec_from_file_location(f"_sde_lab_config_{abs(hash(str(p.resolve())))}", p)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
+        if not callable(getattr(module, "get_config", None)):
+            raise ConfigFileError(f"config file {p} defines no get_config() function")
+        return module.get_config()
+    except ConfigFileError:
+        raise
+    except SyntaxError as e:
+        raise ConfigFileError(f"config file {e.filename or p}, line {e.lineno}: {e.msg}: {(e.text or '').strip()!r}") from None
+    except Exception as e:
+        frames = [f for f in traceback.extract_tb(e.__traceback__) if not f.filename.startswith(str(Path(__file__).parent))
+                  and "importlib" not in f.filename]
+        where = f"{frames[-1].filename}, line {frames[-1].lineno}" if frames else str(p)
+        hint = ""
+        if isinstance(e, ModuleNotFoundError) and (e.name or "").startswith("configs"):
+            hint = (f"; the base config {e.name!r} was looked for next to {p.name} and in the project's configs/ folder: "
+                    "copy it beside the file or import it by its own name")
+        raise ConfigFileError(f"config file {p} failed to load at {where}: {type(e).__name__}: {e}{hint}") from None
     finally:
-        if added:
-            sys.path.remove(str(root))
-    if not callable(getattr(module, "get_config", None)):
-        raise ValueError(f"config file {p} defines no get_config() function")
-    return module.get_config()
+        if added is not None and added in sys.path:
+            sys.path.remove(added)
+        if root is None:
+            for k in [k for k in sys.modules if k == "configs" or k.startswith("configs.")]:
+                sys.modules.pop(k, None)
+            sys.modules.update(saved)
 
 
 def _parse_value(text: str):
@@ -491,9 +527,23 @@ def dataset_from_config(config, *, split: str = "train"):
     return ds.x if in_memory else ds
 
 
-def build_trainer(config, workdir, *, dataset=None, resume: bool = False, progress: bool = True) -> Trainer:
-    """A :class:`~sde_lab.training.Trainer` for ``config``: model, objective, data, Adam, EMA and all options."""
+def build_trainer(config, workdir, *, dataset=None, resume: bool | str = False, progress: bool = True,
+                  overwrite: bool = False) -> Trainer:
+    """A :class:`~sde_lab.training.Trainer` for ``config``: model, objective, data, Adam, EMA and all options.
+
+    ``resume`` / ``overwrite`` as for the Trainer: a fresh run into a workdir holding checkpoints is refused
+    unless ``overwrite``; ``resume=True`` is refused when the config differs outside the schedule keys.
+    """
     tr, opt = config.training, config.optim
+    for key in ("n_iters", "batch_size"):
+        v = _get(tr, key, 1)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"training.{key} must be a positive integer, got {v!r} (--set training.{key}=...)")
+    for key in ("snapshot_freq", "log_freq", "sample_freq", "keep_checkpoints"):
+        v = _get(tr, key, 0)
+        if isinstance(v, bool) or not isinstance(v, int) or v < (1 if key == "log_freq" else 0):
+            raise ValueError(f"training.{key} must be a {'positive' if key == 'log_freq' else 'non-negative'} integer, "
+                             f"got {v!r} (--set training.{key}=...)")
     device = resolve_device(_get(config, "device", "auto"), int(os.environ.get("LOCAL_RANK", "0")))
     sde = build_sde(config)
     model = build_model(config, sde).to(device)
@@ -515,14 +565,15 @@ def build_trainer(config, workdir, *, dataset=None, resume: bool = False, progre
         keep_checkpoints=int(_get(tr, "keep_checkpoints", 0)), log_freq=int(_get(tr, "log_freq", 50)),
         tensorboard=bool(_get(tr, "tensorboard", True)), sample_fn=sample_fn, sample_freq=int(_get(tr, "sample_freq", 0)),
         n_grid_samples=int(_get(tr, "n_grid_samples", 64)), config=config_to_dict(config), resume=resume, device=device,
-        progress=progress, shape=shape, n_iters=int(tr.n_iters),
+        progress=progress, shape=shape, n_iters=int(tr.n_iters), overwrite=overwrite,
     )
     return trainer
 
 
-def train(config, workdir, *, dataset=None, resume: bool = False, progress: bool = True, n_iters: int | None = None) -> TrainResult:
+def train(config, workdir, *, dataset=None, resume: bool | str = False, progress: bool = True, n_iters: int | None = None,
+          overwrite: bool = False) -> TrainResult:
     """Train as configured (:func:`build_trainer`, then ``fit``). Returns the EMA model and the loss log."""
-    return build_trainer(config, workdir, dataset=dataset, resume=resume, progress=progress).fit(n_iters)
+    return build_trainer(config, workdir, dataset=dataset, resume=resume, progress=progress, overwrite=overwrite).fit(n_iters)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -601,4 +652,5 @@ def load_checkpoint_score(path_or_workdir, config=None, *, ema: bool = True, map
             e.copy_to(model)
     except (RuntimeError, ValueError, KeyError) as err:
         raise CheckpointError(f"checkpoint does not match the model built from its config: {err}") from None
+    model.data_range = state.get("data_range")  # [min, max] of the training data (log_likelihood warns outside it)
     return model.eval().requires_grad_(False).to(map_location)

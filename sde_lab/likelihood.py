@@ -306,6 +306,24 @@ def _check_positive(name: str, value) -> float:
     return float(value)
 
 
+def warn_outside_training_range(data_range, x: torch.Tensor, margin: float = 0.5) -> bool:
+    """Warn (and return ``True``) when ``x`` reaches beyond the model's training range ``[lo, hi]`` by more than
+    ``margin`` times its width: a likelihood there says little about the model (data scaled differently,
+    e.g. [0, 255] pixels for a model trained on [0, 1]). The range is recorded in every training checkpoint."""
+    if data_range is None:
+        return False
+    lo, hi = (float(v) for v in data_range)
+    w = max(hi - lo, 1e-12)
+    xmin, xmax = float(x.min()), float(x.max())
+    if xmin < lo - margin * w or xmax > hi + margin * w:
+        import warnings
+
+        warnings.warn(f"the data lie in [{xmin:.4g}, {xmax:.4g}], far outside the range the model was trained on "
+                      f"[{lo:.4g}, {hi:.4g}]; check the data scaling (centered / [0, 1] / pixels)", stacklevel=3)
+        return True
+    return False
+
+
 def log_likelihood(
     sde: SDE | DiffusionModel,
     score_fn,
@@ -361,10 +379,12 @@ def log_likelihood(
         divergence became NaN/Inf.
     """
     if isinstance(sde, SDE):
+        given = score_fn
         model = as_model(sde, score_fn)
     else:
         if x is not None:
             raise ValueError("log_likelihood(model, x, ...) takes a model and the data; the v1 form is (sde, score_fn, x)")
+        given = sde
         model, x = as_model(None, sde), score_fn
     sde = model.path
     estimator = _resolve_divergence(divergence, probe, n_probes)
@@ -389,6 +409,7 @@ def log_likelihood(
         raise ValueError(f"x must have shape (B, ...) with B >= 1 and at least one data dimension, got {tuple(x.shape)}")
     if not torch.isfinite(x).all():
         raise ValueError("x contains NaN or Inf")
+    warn_outside_training_range(getattr(given, "data_range", None) or getattr(model, "data_range", None), x)
 
     device, shape = x.device, x.shape
     B, n_x = shape[0], x.numel()

@@ -169,5 +169,6 @@ def test_cli_sample_class_conditional_checkpoint(tmp_path, capsys):
     assert main(["sample", "--ckpt", str(tmp_path / "run"), "--class", "3", "--guidance", "2", "--n", "16",
                  "--solver", "dpm_solver_pp", "--steps", "5", "--out", str(out), "--quiet"]) == 0
     assert (out / "samples.npz").is_file()
-    assert main(["sample", "--ckpt", str(tmp_path / "run"), "--class", "8", "--n", "4", "--steps", "3", "--out", str(out), "--quiet"]) != 0
+    assert main(["sample", "--ckpt", str(tmp_path / "run"), "--class", "8", "--n", "4", "--steps", "3", "--out", str(out), "--quiet",
+                 "--overwrite"]) != 0
     assert "out of range" in capsys.readouterr().err

@@ -47,8 +47,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args._run(args) or 0)
-    except (ValueError, FileNotFoundError, CLIError) as e:
-        print(f"sde-lab {args.command}: error: {e}", file=sys.stderr)
+    except (ValueError, CLIError, OSError) as e:
+        msg = str(e) if not isinstance(e, OSError) or isinstance(e, FileNotFoundError) and e.filename is None else (
+            f"{e.strerror or e}: {e.filename}" if getattr(e, "filename", None) else str(e))
+        print(f"sde-lab {args.command}: error: {msg}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

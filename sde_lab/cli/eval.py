@@ -28,7 +28,9 @@ from ..data import dataset_info, dataset_tensors, default_data_root, get_dataset
 from ..metrics import ClassifierFeatures, FeatureStats, InceptionFeatures, frechet_distance, inception_score, reference_stats
 from ..registry import CORRECTORS, DATASETS, METRICS, PREDICTORS, SDES, SOLVERS, TARGETS, lookup, make_sde
 from ..sde import SAMPLING_EPS
+from ..workdir import atomic_write, check_output_file
 from . import CLIError
+from ._common import add_overwrite, add_threads, check_device, n_parameters, set_threads
 
 LOW_DIM = ("sw2", "mmd", "energy")
 REPORTED_AS = {"sw2": "SW2", "mmd": "MMD^2", "energy": "energy distance", "fid": "FID", "fid-lenet": "FID-LeNet", "is": "IS-LeNet"}
@@ -67,14 +69,17 @@ def add_parser(sub):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", metavar="PATH", help="also write the result as JSON")
+    add_overwrite(p, "an existing --json / --save-samples file")
+    p.add_argument("--no-ema", action="store_true", help="sample with the raw training weights instead of the EMA weights")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_threads(p)
     return p
 
 
 # --- sources ----------------------------------------------------------------------------------
 
 
-def load_checkpoint_source(path: str, device: str):
+def load_checkpoint_source(path: str, device: str, ema: bool = True):
     """``(score model, sde, shape of one sample, dataset name, centered)`` from a training checkpoint.
 
     Uses ``sde_lab.config.load_checkpoint_score``; the data set, shape and scaling come from the
@@ -83,24 +88,42 @@ def load_checkpoint_source(path: str, device: str):
     from ..config import config_from_checkpoint, data_shape, load_checkpoint_score
 
     config = config_from_checkpoint(path)
-    model = load_checkpoint_score(path, config, map_location=device)
+    model = load_checkpoint_score(path, config, map_location=device, ema=ema)
     return model, model.sde, data_shape(config), str(config.data.dataset), bool(config.data.get("centered", False))
 
 
 def load_samples_file(path: str) -> torch.Tensor:
     p = Path(path).expanduser()
     if not p.is_file():
-        raise FileNotFoundError(f"no samples file at {p}")
-    if p.suffix == ".pt":
-        obj = torch.load(p, map_location="cpu", weights_only=True)
-        if isinstance(obj, dict):
-            obj = obj.get("samples", next(iter(obj.values())))
-        x = torch.as_tensor(obj)
-    elif p.suffix in (".npz", ".npy"):
-        z = np.load(p)
-        x = torch.from_numpy(z["samples"] if hasattr(z, "files") and "samples" in z.files else (z[z.files[0]] if hasattr(z, "files") else z))
-    else:
-        raise ValueError(f"samples file must be .pt, .npz or .npy, got {p.name}")
+        raise CLIError(f"--samples {p}: no such file")
+    if p.suffix not in (".pt", ".npz", ".npy"):
+        raise CLIError(f"--samples {p}: must be a .pt, .npz or .npy file (sde-lab sample writes samples.npz)")
+    what = ("a .pt file from eval --save-samples (a dict with 'samples') or a tensor" if p.suffix == ".pt"
+            else "a NumPy array file (samples.npz from sde-lab sample, with a 'samples' array)")
+    try:
+        if p.suffix == ".pt":
+            obj = torch.load(p, map_location="cpu", weights_only=True)
+            if isinstance(obj, dict):
+                if obj.get("format") == "sde_lab.checkpoint/1":
+                    raise CLIError(f"--samples {p} is a training checkpoint, not samples; pass it as --ckpt")
+                obj = obj["samples"] if "samples" in obj else next((v for v in obj.values() if torch.is_tensor(v)), None)
+            x = torch.as_tensor(obj)
+        else:
+            z = np.load(p, allow_pickle=False)
+            if hasattr(z, "files"):
+                if not z.files:
+                    raise CLIError(f"--samples {p} holds no arrays")
+                z = z["samples"] if "samples" in z.files else z[z.files[0]]
+            x = torch.from_numpy(np.asarray(z))
+    except CLIError:
+        raise
+    except Exception as e:
+        first = str(e).splitlines()[0][:160] if str(e) else ""
+        if "weights_only" in str(e) or "Weights only" in str(e):
+            first = "not a PyTorch file, or it holds Python objects that sde_lab does not unpickle"
+        raise CLIError(f"--samples {p} is not readable as {what} ({type(e).__name__}: {first})") from None
+    if x.ndim < 2 or x.numel() == 0 or not (x.dtype.is_floating_point or x.dtype == torch.uint8):
+        raise CLIError(f"--samples {p}: expected a (n, ...) float or uint8 array of samples, got {tuple(x.shape)} {x.dtype}")
     return x
 
 
@@ -155,7 +178,11 @@ def _image_extractor(args, metric, dataset, image_size):
             f"{metric} needs a classifier trained on {dataset}; none at {path}. Train one with "
             f"`sde-lab train-classifier --dataset {dataset} --out {path}` (a few minutes on CPU for MNIST) or pass --classifier PATH"
         )
-    model, meta = load_classifier(path, map_location=args.device)
+    try:
+        model, meta = load_classifier(path, map_location=args.device)
+    except (ValueError, RuntimeError, KeyError, OSError) as e:
+        raise CLIError(f"--classifier {path} is not a classifier written by `sde-lab train-classifier` ({str(e).splitlines()[0][:200]}); "
+                       f"train one with `sde-lab train-classifier --dataset {dataset}`") from None
     if meta.get("time_conditional"):
         raise CLIError(f"{path} is a noise-conditional classifier; FID-LeNet/IS-LeNet need a clean-data classifier")
     if meta.get("dataset") != dataset:
@@ -206,6 +233,13 @@ def run(args) -> int:
         raise ValueError(f"--n must be at least 2, got {args.n}")
     if args.splits < 1:
         raise ValueError(f"--splits must be a positive integer, got {args.splits}")
+    args.device = str(check_device(args.device, default="cpu"))
+    # every output is checked before any sampling
+    json_out = check_output_file(args.json, flag="--json", overwrite=args.overwrite) if args.json else None
+    save_out = (check_output_file(args.save_samples, flag="--save-samples", overwrite=args.overwrite, suffixes=(".pt",))
+                if args.save_samples else None)
+    if json_out is not None and save_out is not None and json_out.resolve() == save_out.resolve():
+        raise CLIError("--json and --save-samples name the same file")
     image_metric = args.metric not in LOW_DIM
     n = args.n or (10_000 if image_metric else 2_000)
     start = time.perf_counter()
@@ -213,6 +247,7 @@ def run(args) -> int:
 
     if args.samples:
         samples = load_samples_file(args.samples)
+        set_threads(args, None)
         if samples.dtype == torch.uint8:
             samples, centered = pixels_to_unit(samples, 256), False
         samples = samples.float()[:n]
@@ -221,19 +256,21 @@ def run(args) -> int:
             raise CLIError("--samples needs --dataset NAME as the reference (an oracle target name works too)")
     else:
         if args.ckpt:
-            score_fn, sde, shape, ckpt_data, centered = load_checkpoint_source(args.ckpt, args.device)
+            score_fn, sde, shape, ckpt_data, centered = load_checkpoint_source(args.ckpt, args.device, ema=not args.no_ema)
+            set_threads(args, n_parameters(score_fn))
             dataset = args.dataset or ckpt_data
         else:
             target = make_target(args.target)
+            set_threads(args, 0 if not image_metric else None)
             sde = make_sde(args.sde)
             score_fn, shape = target.score_fn(sde), tuple(target.event_shape)
             dataset = args.dataset or args.target
         pc = f" ({args.predictor or 'reverse_diffusion'} + {args.corrector or 'langevin'})" if args.solver == "pc" else ""
         print(f"sampling {n} with solver={args.solver} steps={args.steps}" + pc)
         samples, nfes, wall = _sample(args, sde, score_fn, shape, n)
-        if args.save_samples:
-            Path(args.save_samples).expanduser().parent.mkdir(parents=True, exist_ok=True)
-            torch.save({"samples": samples, "nfe": nfes, "centered": centered}, Path(args.save_samples).expanduser())
+        if save_out is not None:
+            save_out.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(save_out, lambda f: torch.save({"samples": samples, "nfe": nfes, "centered": centered}, f))
     n = len(samples)
     if not torch.isfinite(samples).all():
         print(f"warning: {int((~torch.isfinite(samples.flatten(1)).all(1)).sum())} of {n} samples are not finite")
@@ -274,5 +311,6 @@ def run(args) -> int:
     if args.json:
         out = dict(metric=args.metric, reported_as=name, value=value, split_values=spread, noise_floor=floor, n=n, nfe=nfes,
                    sampling_time=wall, dataset=dataset, solver=None if args.samples else args.solver, steps=args.steps, **extra)
-        Path(args.json).expanduser().write_text(json.dumps(out, indent=2))
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(json_out, lambda f: f.write(json.dumps(out, indent=2).encode()))
     return 0

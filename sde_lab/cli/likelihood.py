@@ -20,6 +20,7 @@ from tqdm import tqdm
 from ..likelihood import ODE_METHODS, PROBES, LikelihoodError, bits_per_dim, log_likelihood, mean_and_stderr
 from ..registry import DIVERGENCES, SDES, TARGETS
 from ..sde import LIKELIHOOD_EPS, SDE
+from ._common import add_threads, check_device, n_parameters, set_threads
 
 
 @dataclass
@@ -73,13 +74,21 @@ def add_parser(sub):
     p.add_argument("--method", choices=list(ODE_METHODS), default="RK45", help="scipy solve_ivp method")
     p.add_argument("--seed", type=int, default=0, help="seed for data, dequantization and probes (default: 0)")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    p.add_argument("--no-ema", action="store_true", help="evaluate the raw training weights instead of the EMA weights")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_threads(p)
     return p
 
 
 def _positive_int(name: str, value: int) -> None:
     if value is not None and value < 1:
         raise ValueError(f"--{name} must be a positive integer, got {value}")
+
+
+def _check_n(args, have: int, want: int) -> None:
+    if have < want:
+        raise ValueError(f"--n {want}: the {args.split} split of {args.dataset!r} has only {have} examples; "
+                         f"pass --n {have} or less (or drop --n to use them all)")
 
 
 def target_source(args, generator: torch.Generator) -> Source:
@@ -120,7 +129,8 @@ def checkpoint_source(args, generator: torch.Generator) -> Source:
     config = config_from_checkpoint(args.ckpt)
     if args.dataset is None:
         args.dataset = config.data.dataset
-    model = load_checkpoint_score(args.ckpt, config, map_location=args.device)
+    model = load_checkpoint_score(args.ckpt, config, map_location=args.device, ema=not args.no_ema)
+    set_threads(args, n_parameters(model))
     shape = data_shape(config)
     info = dataset_info(args.dataset)
     sde = model.sde
@@ -144,6 +154,7 @@ def checkpoint_source(args, generator: torch.Generator) -> Source:
                 return gm.marginal_log_prob(sde, xb, torch.full((xb.shape[0],), args.eps, dtype=xb.dtype, device=xb.device))
         else:
             x = get_dataset(args.dataset, split=args.split, n=n, labels=False).x.to(torch.float64)
+            _check_n(args, len(x), n)
         if tuple(x.shape[1:]) != shape:
             raise ValueError(f"{args.dataset!r} items have shape {tuple(x.shape[1:])}, the checkpoint's model expects {shape}")
         chunks = list(torch.split(x.to(args.device), args.batch_size))
@@ -153,6 +164,9 @@ def checkpoint_source(args, generator: torch.Generator) -> Source:
     if info.levels < 2 or len(shape) != 3:
         raise ValueError(f"the checkpoint models {shape}-shaped data; {args.dataset!r} holds {info.shape} images")
     pixels, _ = get_pixels(args.dataset, args.split, image_size=shape[-1], n=args.n)
+    if args.n is not None:
+        _check_n(args, len(pixels), args.n)
+        pixels = pixels[: args.n]
     if tuple(pixels.shape[1:]) != shape:
         raise ValueError(
             f"{args.dataset!r} pixels have shape {tuple(pixels.shape[1:])} but the checkpoint's model expects {shape} "
@@ -180,6 +194,9 @@ def run(args) -> int:
         raise ValueError("--dataset applies to --ckpt; --target evaluates the oracle on its own samples")
     for name in ("n", "repeats", "n_probes", "batch_size"):
         _positive_int(name.replace("_", "-"), getattr(args, name))
+    args.device = str(check_device(args.device, default="cpu"))
+    if args.target is not None:
+        set_threads(args, 0)
     generator = torch.Generator().manual_seed(args.seed)
     source = target_source(args, generator) if args.target is not None else checkpoint_source(args, generator)
     ode = dict(

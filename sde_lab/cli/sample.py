@@ -25,6 +25,10 @@ from ..analytic import make_target
 from ..config import sample
 from ..registry import CORRECTORS, GRIDS, PREDICTORS, SDES, SOLVERS, TARGETS, make_sde
 from ..sde import SAMPLING_EPS, SDE
+from ..workdir import atomic_write, check_output_dir
+from ._common import add_overwrite, add_threads, check_device, n_parameters, set_threads
+
+OUTPUTS = ("samples.npz", "samples.png")
 
 
 class ScoreSource(NamedTuple):
@@ -79,10 +83,14 @@ def add_parser(sub):
                    help="batch: one generator for the batch (default); per_sample: sample i depends on (seed, i) only, "
                         "whatever the batch size")
     p.add_argument("--n", type=int, default=1000, help="number of samples (default: 1000)")
-    p.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory (checked before sampling: a new or "
+                   "writable folder, not a training workdir; existing samples are kept unless --overwrite)")
+    add_overwrite(p, "samples.npz / samples.png already in --out")
+    p.add_argument("--no-ema", action="store_true", help="sample with the raw training weights instead of the EMA weights")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_threads(p)
     return p
 
 
@@ -103,18 +111,19 @@ def _score_fn_from_args(args, sde: SDE) -> ScoreSource:
 
 def _load_model(args):
     """A ScoreModel from an sde-lab checkpoint, or from a published score_sde checkpoint when --config is given."""
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = check_device(args.device)
+    ema = not getattr(args, "no_ema", False)
     if args.config:
         from ..checkpoints import load_official_checkpoint
         from ..config import load_config
 
         config = load_config(args.config)
-        model = load_official_checkpoint(args.ckpt, config, device=device)
+        model = load_official_checkpoint(args.ckpt, config, device=device, use_ema=ema)
         model._sde_lab_config = config
         return model
     from ..config import config_from_checkpoint, load_checkpoint_score
 
-    model = load_checkpoint_score(args.ckpt, map_location=device)
+    model = load_checkpoint_score(args.ckpt, map_location=device, ema=ema)
     model._sde_lab_config = config_from_checkpoint(args.ckpt)
     return model
 
@@ -169,11 +178,12 @@ def _guidance(args, sde: SDE, source_target, score_fn=None):
 def run(args) -> int:
     if args.n < 1:
         raise ValueError(f"--n must be a positive integer, got {args.n}")
-    device = torch.device(args.device) if args.device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if args.target and args.ckpt:
         raise ValueError("give either --target or --ckpt, not both")
     if args.config and not args.ckpt:
         raise ValueError("--config is for a published checkpoint: give it with --ckpt PATH")
+    device = check_device(args.device)
+    out = check_output_dir(args.out, flag="--out", outputs=OUTPUTS, overwrite=args.overwrite)
     if args.ckpt:
         source = _score_fn_from_args(args, None)
         sde = _resolve_sde(args, source.score_fn.sde)
@@ -195,6 +205,7 @@ def run(args) -> int:
         generator, noise = None, PerSampleNoise(args.seed)
 
     options = sampler_options(args)
+    set_threads(args, n_parameters(source.score_fn) if args.ckpt else 0)
 
     start = time.perf_counter()
     try:
@@ -206,13 +217,12 @@ def run(args) -> int:
         torch.cuda.synchronize(device)
     elapsed = time.perf_counter() - start
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     x = result.samples.detach().cpu().float().numpy()
-    np.savez_compressed(
-        out / "samples.npz", samples=x, nfe=result.nfe, seconds=elapsed, sde=type(sde).__name__, solver=args.solver,
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / "samples.npz", lambda f: np.savez_compressed(
+        f, samples=x, nfe=result.nfe, seconds=elapsed, sde=type(sde).__name__, solver=args.solver,
         steps=args.steps, source=source.description,
-    )
+    ))
     true = source.true_samples(args.n, torch.Generator().manual_seed(args.seed + 1)).cpu().numpy() if source.true_samples else None
     _plot(x, true, out / "samples.png", f"{type(sde).__name__} / {args.solver} / {args.steps} steps / NFE {result.nfe}")
     print(f"{args.n} samples from {source.description}: sde={type(sde).__name__} solver={args.solver} NFE={result.nfe} "
@@ -285,5 +295,5 @@ def _plot(x: np.ndarray, true: np.ndarray | None, path: Path, title: str) -> Non
             ax.set_xlabel("coordinate 0")
             ax.set_ylabel("coordinate 1")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    atomic_write(path, lambda f: fig.savefig(f, dpi=120, format="png"))
     plt.close(fig)

@@ -6,6 +6,12 @@
 ``--sde`` overrides ``config.training.sde``; ``--set key=value`` overrides any existing key (values are
 Python literals); ``--resume`` continues from the workdir's latest checkpoint. SIGINT/SIGTERM save a
 checkpoint and exit cleanly.
+
+A workdir belongs to one run (:mod:`sde_lab.workdir`): a fresh run into a folder that holds checkpoints is
+refused (``--resume`` continues it, ``--overwrite`` moves it to ``<workdir>.old-<time>``); ``--resume`` of a
+folder without checkpoints is refused (``--resume-or-start`` starts there instead, for job schedulers), and
+so is ``--resume`` with a config that changes anything but the schedule; a second process on the same
+workdir is refused while the first one runs.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import sys
 from pathlib import Path
 
 from ..registry import SDES
+from ._common import add_threads, n_parameters, set_threads
 
 
 def add_parser(sub):
@@ -24,13 +31,20 @@ def add_parser(sub):
     p.add_argument("--workdir", default=None, help="checkpoints, TensorBoard logs (default runs/<config name>_<sde>)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set training.n_iters=2000 (repeatable)")
-    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --workdir")
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --workdir "
+                     "(refused if there is none, or if the config differs in more than the schedule)")
+    how.add_argument("--resume-or-start", action="store_true",
+                     help="continue if --workdir holds a checkpoint, else start a fresh run there")
+    how.add_argument("--overwrite", action="store_true",
+                     help="start afresh in a --workdir that holds a run, moving the old run to <workdir>.old-<time>")
     p.add_argument("--no-progress", action="store_true", help="disable the progress bar")
+    add_threads(p)
     return p
 
 
 def run(args) -> int:
-    from ..config import apply_overrides, load_config, train
+    from ..config import apply_overrides, build_trainer, load_config
     from ..training import TrainingDiverged
 
     config = load_config(args.config)
@@ -40,12 +54,26 @@ def run(args) -> int:
     workdir = Path(args.workdir or f"runs/{Path(args.config).stem}_{config.training.sde}")
     import torch.distributed as dist
 
+    resume = "auto" if args.resume_or_start else bool(args.resume)
     try:
-        result = train(config, workdir, resume=args.resume, progress=not args.no_progress)
+        from ..training import resolve_device
+
+        resolve_device(config.get("device", "auto") if hasattr(config, "get") else "auto")
+    except ValueError as e:
+        from ._common import available_devices
+
+        raise ValueError(f"{e} (config key device; --set device=cpu); available here: {', '.join(available_devices())}") from None
+    trainer = None
+    try:
+        trainer = build_trainer(config, workdir, resume=resume, progress=not args.no_progress, overwrite=args.overwrite)
+        set_threads(args, n_parameters(trainer.model))
+        result = trainer.fit()
     except TrainingDiverged as e:
         print(f"sde-lab train: {e}", file=sys.stderr)
         return 1
     finally:
+        if trainer is not None:
+            trainer.close()
         if dist.is_initialized():
             dist.destroy_process_group()
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports

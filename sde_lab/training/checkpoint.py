@@ -100,15 +100,45 @@ def resolve_checkpoint(path_or_workdir) -> Path:
     return p
 
 
+def check_map_location(map_location) -> None:
+    """A CUDA ``map_location`` on a machine without CUDA is an error about the device, not the file."""
+    if map_location is None or callable(map_location) or isinstance(map_location, dict):
+        return
+    dev = torch.device(map_location)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise CheckpointError(f"cannot load onto {dev}: CUDA is not available on this machine (use --device cpu)")
+
+
+def describe_load_error(p: Path, e: Exception) -> str:
+    """One line on why ``torch.load`` failed on ``p`` and what to do (never torch's ``weights_only=False`` advice)."""
+    text = str(e)
+    if "CUDA" in text and "deserialize" in text:
+        return f"checkpoint {p} holds CUDA tensors and CUDA is not available here; load it with --device cpu"
+    if "weights only" in text.lower() or "weights_only" in text:
+        import zipfile
+
+        if zipfile.is_zipfile(p) or "Unsupported global" in text or "GLOBAL" in text:
+            return (f"{p} contains Python objects other than tensors and plain containers, which sde_lab does not "
+                    "unpickle (they could run code); it is not an sde_lab checkpoint")
+        first = "not a PyTorch file"
+    else:
+        first = f"{type(e).__name__}: {text.splitlines()[0][:160] if text else ''}"
+    size = p.stat().st_size if p.exists() else 0
+    what = "empty (0 bytes)" if size == 0 else f"corrupt, truncated or not a checkpoint ({first})"
+    others = [s for s in checkpoint_steps(p.parent) if p.name != f"checkpoint_{s}.pt"] if p.parent.name == "checkpoints" else []
+    hint = (f"; older checkpoints in {p.parent}: steps {others[-3:]} — move {p.name} away to resume from them" if others
+            else "; pass a checkpoint_<step>.pt written by `sde-lab train`, or its workdir")
+    return f"checkpoint {p} is {what}{hint}"
+
+
 def load_checkpoint(path_or_workdir, map_location="cpu") -> dict[str, Any]:
     """Read a training checkpoint (a ``.pt`` file or a workdir: its latest); clear errors if missing/corrupt."""
     p = resolve_checkpoint(path_or_workdir)
+    check_map_location(map_location)
     try:
         state = torch.load(p, map_location=map_location, weights_only=True)
     except Exception as e:  # truncated file, not a torch file, pickle error
-        others = [s for s in checkpoint_steps(p.parent) if p.name != f"checkpoint_{s}.pt"]
-        hint = f"; older checkpoints in {p.parent}: steps {others[-3:]} (delete {p.name} to resume from them)" if others else ""
-        raise CheckpointError(f"checkpoint {p} is corrupt or not a sde_lab checkpoint ({type(e).__name__}: {e}){hint}") from None
+        raise CheckpointError(describe_load_error(p, e)) from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(
             f"{p} is not a sde_lab training checkpoint (format {state.get('format') if isinstance(state, dict) else type(state).__name__!r}); "

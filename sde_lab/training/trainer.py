@@ -42,6 +42,7 @@ from .distributed import DistInfo, init_distributed
 from .ema import EMA
 from .rng import STREAM_GRID, STREAM_MODULE, STREAM_NOISE, seeded, step_seed
 from .streams import BatchStream
+from ..workdir import OutputError, WorkdirLock, claim_workdir
 
 __all__ = ["Trainer", "TrainResult", "TrainingDiverged", "make_optimizer", "OPTIMIZERS"]
 
@@ -141,8 +142,16 @@ class Trainer:
         config: a JSON-serialisable description of the run stored in every checkpoint (a config dict).
         shape: the expected shape of one sample (checked on every batch); default: the first batch's.
         n_iters: the default total number of steps of :meth:`fit`.
-        resume: continue from ``workdir``'s latest checkpoint (a fresh start if there is none).
+        resume: ``True``: continue from ``workdir``'s latest checkpoint (refused if there is none, or if ``config``
+            differs from the run's in anything but the schedule); ``"auto"``: continue if there is one, else start;
+            ``False``: a fresh run (refused if ``workdir`` holds one, unless ``overwrite``).
+        overwrite: a fresh run into a used ``workdir`` moves the old run to ``<workdir>.old-<time>`` first.
         device: default: the model's device. progress: a tqdm bar on rank 0.
+
+    The workdir belongs to one run and one process (:mod:`sde_lab.workdir`): rank 0 checks that it is
+    writable, records the run in ``run.json`` and holds ``workdir/.sde_lab.lock`` from construction to the end of
+    :meth:`fit` (:meth:`close` releases it earlier), so a second trainer on the same folder is refused before
+    its first step.
     """
 
     def __init__(self, model: nn.Module, objective, data, *, optimizer: torch.optim.Optimizer | None = None,
@@ -151,8 +160,8 @@ class Trainer:
                  random_flip: bool = False, bf16: bool = False, compile: bool = False, snapshot_freq: int = 10_000,
                  keep_checkpoints: int = 0, log_freq: int = 50, tensorboard: bool = True,
                  sample_fn: Callable | None = None, sample_freq: int = 0, n_grid_samples: int = 64,
-                 config: dict | None = None, resume: bool = False, device=None, progress: bool = True,
-                 shape: tuple[int, ...] | None = None, n_iters: int | None = None):
+                 config: dict | None = None, resume: bool | str = False, device=None, progress: bool = True,
+                 shape: tuple[int, ...] | None = None, n_iters: int | None = None, overwrite: bool = False):
         if not isinstance(model, nn.Module) or not any(True for _ in model.parameters()):
             raise ValueError(f"model must be an nn.Module with parameters (e.g. sde_lab.Model(net, path)), got {type(model).__name__}")
         if not (callable(getattr(objective, "draw", None)) and callable(objective)):
@@ -180,6 +189,13 @@ class Trainer:
         self.grad_clip = float(grad_clip)
         self.tensorboard, self.sample_fn, self.n_grid_samples = bool(tensorboard), sample_fn, int(n_grid_samples)
         self.config_json = json.dumps(config if config is not None else {}, default=lambda o: list(o) if isinstance(o, (tuple, set)) else str(o))
+        self.n_iters = None if n_iters is None else _positive_int("n_iters", n_iters)
+        if resume not in (True, False, "auto"):
+            raise ValueError(f"resume must be True, False or 'auto', got {resume!r}")
+        self._lock: WorkdirLock | None = None
+        self.notes: list[str] = []
+        if self.workdir is not None:
+            resume = self._claim(resume, bool(overwrite))
 
         self.model = model.to(self.device)
         self.objective = objective
@@ -189,8 +205,10 @@ class Trainer:
         self._base_lrs = [float(g.get("initial_lr", g["lr"])) for g in self.optimizer.param_groups]
         self.step_count = 0
         self.last_good: Path | None = None
+        self.data_range: tuple[float, float] | None = None
+        self._range: torch.Tensor | None = None
         if resume and self.workdir is not None:
-            found = latest_checkpoint(self.workdir)
+            found = self._resume_point()
             if found is not None:
                 self.load_state_dict(load_checkpoint(found, map_location=self.device))
                 self.last_good = found
@@ -201,7 +219,6 @@ class Trainer:
             raise ValueError(f"label_dropout must lie in [0, 1], got {label_dropout}")
         self.batches = BatchStream(data, self.global_batch, self.seed, self.dist.rank, self.dist.world, int(num_workers),
                                    labels=self.num_classes > 0, random_flip=random_flip)
-        self.n_iters = None if n_iters is None else _positive_int("n_iters", n_iters)
         self.expected_shape = tuple(shape) if shape is not None else None
         self.shape: tuple[int, ...] | None = self.expected_shape
 
@@ -227,6 +244,7 @@ class Trainer:
             "data": self.batches.position(self.step_count) if hasattr(self, "batches") else {},
             "config": self.config_json,
             "world_size": self.dist.world,
+            "data_range": self._data_range(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -239,6 +257,57 @@ class Trainer:
                 f"the checkpoint in {self.workdir} does not match this model ({e}); use a fresh --workdir or the original config"
             ) from None
         self.step_count = int(state["step"])
+        r = state.get("data_range")
+        if r is not None:
+            self._range = torch.tensor([-float(r[0]), float(r[1])], device=self.device)
+
+    def _data_range(self) -> list[float] | None:
+        """``[min, max]`` over every training value seen so far (recorded in the checkpoint; ``log_likelihood``
+        warns on data far outside it)."""
+        if self._range is None:
+            return None
+        lo, hi = self._range.tolist()
+        return [-lo, hi]
+
+    # --- the workdir ----------------------------------------------------------------------------
+    def _claim(self, resume, overwrite: bool):
+        """Rank 0 takes the workdir (:func:`sde_lab.workdir.claim_workdir`); every rank learns the outcome."""
+        error, mode = None, "fresh"
+        if self.dist.rank == 0:
+            try:
+                mode, self._lock, self.notes = claim_workdir(
+                    self.workdir, config=json.loads(self.config_json), seed=self.seed, resume=resume, overwrite=overwrite)
+            except OutputError as e:
+                error = str(e)
+        if self.dist.enabled:
+            box = [error, mode]
+            dist.broadcast_object_list(box, src=0)
+            error, mode = box
+        if error is not None:
+            raise OutputError(error)
+        for note in self.notes:
+            print(note, file=sys.stderr)
+        return mode == "resume"
+
+    def _resume_point(self) -> Path | None:
+        """The checkpoint to resume from: ``latest``, or the newest one when ``latest`` points at an older one."""
+        from .checkpoint import checkpoint_steps
+
+        found = latest_checkpoint(self.workdir)
+        steps = checkpoint_steps(self.workdir / "checkpoints")
+        if found is not None and steps and found.name != f"checkpoint_{steps[-1]}.pt":
+            newest = self.workdir / "checkpoints" / f"checkpoint_{steps[-1]}.pt"
+            if self.dist.rank == 0:
+                print(f"note: {self.workdir}/checkpoints/latest names {found.name}, but {newest.name} is newer "
+                      f"(a run stopped between writing it and updating latest); resuming from {newest.name}", file=sys.stderr)
+            found = newest
+        return found
+
+    def close(self) -> None:
+        """Release the workdir's lock (done at the end of :meth:`fit`)."""
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def save(self) -> Path | None:
         """Checkpoint on rank 0 (other ranks return ``None``); nothing without a workdir."""
@@ -277,7 +346,11 @@ class Trainer:
                     f"(config.data.dim or num_channels/image_size); fix config.data or the dataset"
                 )
             raise ValueError(f"the data changed sample shape from {self.shape} to {tuple(x.shape[1:])} at step {step}")
-        return x.to(self.device, torch.float32, non_blocking=True), y
+        x = x.to(self.device, torch.float32, non_blocking=True)
+        with torch.no_grad():
+            r = torch.stack([-x.min(), x.max()])
+            self._range = r if self._range is None else torch.maximum(self._range, r)
+        return x, y
 
     def step(self) -> tuple[float, float]:
         """One optimisation step at ``self.step_count``; returns the global mean loss and the gradient norm."""
@@ -355,6 +428,8 @@ class Trainer:
             n_iters = self.n_iters
         n_iters = _positive_int("n_iters", n_iters)
         rank0 = self.dist.rank == 0
+        if rank0 and self.workdir is not None and self._lock is None:
+            self._lock = WorkdirLock(self.workdir).acquire()
         self._stop_signal, self._stop_agreed = None, False
         self.model.train()
         writer = _tensorboard(self.workdir) if rank0 and self.tensorboard and self.workdir is not None else None
@@ -391,6 +466,7 @@ class Trainer:
             bar.close()
             if writer is not None:
                 writer.close()
+            self.close()
         if interrupted and rank0:
             print(f"stopped by signal at step {self.step_count}; checkpoint saved to {path}; continue with resume", file=sys.stderr)
         import copy
