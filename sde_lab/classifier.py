@@ -181,9 +181,12 @@ def evaluate_classifier(
 
 def save_classifier(path: str | os.PathLike, model: Classifier, **meta: Any) -> None:
     """Save weights, architecture and metadata (dataset, centered, image_size, sde, accuracy, ...)."""
+    from .workdir import atomic_write
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"kind": "sde_lab.classifier", "config": model.config(), "state_dict": model.state_dict(), "meta": meta}, path)
+    blob = {"kind": "sde_lab.classifier", "config": model.config(), "state_dict": model.state_dict(), "meta": meta}
+    atomic_write(path, lambda f: torch.save(blob, f))
 
 
 def load_classifier(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> tuple[Classifier, dict[str, Any]]:

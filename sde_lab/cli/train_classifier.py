@@ -37,11 +37,18 @@ def add_parser(sub):
     p.add_argument("--eps", type=float, default=SAMPLING_EPS, help=f"smallest training time (default: {SAMPLING_EPS})")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing classifier at --out (refused by default)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return p
 
 
 def run(args) -> int:
+    from ..workdir import check_output_file
+    from ._common import check_device
+
+    args.device = str(check_device(args.device, default="cpu"))
+    out = args.out or default_classifier_path(args.dataset, image_size=args.image_size, time_conditional=args.noise_conditional, sde_name=args.sde)
+    out = check_output_file(out, flag="--out", overwrite=args.overwrite, suffixes=(".pt",))  # before the training
     info = dataset_info(args.dataset)
     common = dict(root=args.data_root, centered=args.centered, image_size=args.image_size, download=args.download)
     train = get_dataset(args.dataset, split=info.splits[0], n=args.n, **common)
@@ -64,7 +71,6 @@ def run(args) -> int:
                 acc[f"t={t:g}"] = evaluate_classifier(model, test, t=t, sde=sde, generator=gen, device=args.device)
         else:
             acc["clean"] = evaluate_classifier(model, test, device=args.device)
-    out = args.out or default_classifier_path(args.dataset, image_size=args.image_size, time_conditional=args.noise_conditional, sde_name=args.sde)
     meta = dict(dataset=args.dataset, image_size=x0.shape[-1], centered=args.centered, time_conditional=args.noise_conditional,
                 sde=args.sde if args.noise_conditional else None, eps=args.eps, epochs=args.epochs, test_accuracy=acc, n_train=len(train))
     save_classifier(out, model.cpu(), **meta)
