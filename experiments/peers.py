@@ -29,7 +29,7 @@ import types
 
 import torch
 
-from sde_lab.utils import append_dims
+from sde_lab.interop import KDiffusionDenoiser
 
 N_TRAIN = 1000  # diffusers' num_train_timesteps
 
@@ -49,21 +49,8 @@ def k_diffusion_sampling():
     return importlib.import_module("k_diffusion.sampling")
 
 
-class KDenoiser(torch.nn.Module):
-    """An sde_lab model as k-diffusion's ``D(x̂, σ̃)`` (σ-form state ``x̂ = x/α``); counts its evaluations."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model, self.path, self.nfe = model, model.path, 0
-
-    def t_of(self, sigma: torch.Tensor) -> torch.Tensor:
-        return self.path.t_from_sigma_tilde(sigma.double()).clamp(0.0, float(self.path.T))
-
-    def forward(self, x_hat, sigma, **kwargs):
-        self.nfe += 1
-        t = self.t_of(sigma.reshape(-1).expand(x_hat.shape[0]))
-        alpha = append_dims(self.path.marginal(t)[0].to(x_hat.dtype), x_hat.ndim)
-        return self.model.x0(alpha * x_hat, t.to(x_hat.dtype))
+# an sde_lab model as k-diffusion's D(x̂, σ̃) on the σ-form state x̂ = x/α (counts its evaluations in .nfe)
+KDenoiser = KDiffusionDenoiser
 
 
 def k_sigmas(path, n: int, eps: float, kind: str = "karras", rho: float = 7.0) -> torch.Tensor:

@@ -44,6 +44,7 @@ __all__ = [
     "CosineVP",
     "EDMPath",
     "AffinePath",
+    "DiscreteVP",
     "DDPMSchedule",
     "discrete_index",
     "discrete_times",
@@ -656,3 +657,110 @@ class AffinePath(SDE):
 
     def __repr__(self) -> str:
         return f"AffinePath({self.name!r}, T={self.T_end})"
+
+
+class DiscreteVP(SDE):
+    r"""The variance-preserving path through a discrete chain ``ᾱ_0 > … > ᾱ_{N−1}`` (DDPM's, diffusers'
+    ``alphas_cumprod``), with level ``i`` at ``t_i = i T/(N − 1)`` — the discrete-time convention of score_sde
+    (network label ``t (N − 1)``, :class:`~sde_lab.model.DiscreteIndexTime`).
+
+    ``α(t)² = ᾱ(t)`` with ``log ᾱ`` linear between the levels, ``σ(t)² = 1 − ᾱ(t)``: at the levels every
+    coefficient (α, σ, the transition between two levels, λ) is the chain's own, so a solver on a grid of
+    levels takes exactly the discrete scheduler's steps (DDPM ancestral, DDIM, DPM-Solver). Between them
+    ``f = ½ d log ᾱ/dt`` and ``g² = −d log ᾱ/dt`` are piecewise constant (the left segment at a level). The
+    path's ``t = 0`` is the chain's first level (``σ(0)² = 1 − ᾱ_0 = β_0``), one step after the data. Prior
+    ``N(0, I)``.
+    """
+
+    def __init__(self, alphas_cumprod):
+        a = torch.as_tensor(alphas_cumprod, dtype=torch.float64).detach().cpu().flatten()
+        if a.numel() < 2 or not bool(torch.isfinite(a).all()) or not bool(((a > 0) & (a <= 1)).all()):
+            raise ValueError(f"alphas_cumprod must hold at least 2 values in (0, 1], got {a.numel()} values "
+                             f"in [{float(a.min()) if a.numel() else 'nan'}, {float(a.max()) if a.numel() else 'nan'}]")
+        if not bool((a[1:] < a[:-1]).all()):
+            raise ValueError("alphas_cumprod must be strictly decreasing (every beta_i > 0)")
+        self.alphas_cumprod = a
+        self.n = int(a.numel())
+        self._log = {torch.device("cpu"): a.log()}
+
+    def __repr__(self) -> str:
+        a = self.alphas_cumprod
+        return f"DiscreteVP(N={self.n}, alphas_cumprod=[{float(a[0]):.6g} ... {float(a[-1]):.6g}])"
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, DiscreteVP) and torch.equal(self.alphas_cumprod, other.alphas_cumprod)
+
+    def __hash__(self) -> int:
+        return hash((self.n, float(self.alphas_cumprod.sum())))
+
+    @property
+    def betas(self) -> torch.Tensor:
+        """``β_i = 1 − ᾱ_i/ᾱ_{i−1}`` (``β_0 = 1 − ᾱ_0``)."""
+        a = self.alphas_cumprod
+        return 1 - a / torch.cat([a.new_ones(1), a[:-1]])
+
+    def _table(self, device) -> torch.Tensor:
+        device = torch.device(device)
+        if device not in self._log:
+            self._log[device] = self._log[torch.device("cpu")].to(device)
+        return self._log[device]
+
+    def _segment(self, t: torch.Tensor, left: bool):
+        u = t.to(torch.float64) * ((self.n - 1) / self.T)
+        i = (torch.ceil(u) - 1 if left else torch.floor(u)).clamp(0, self.n - 2).long()
+        return u, i
+
+    def _L(self, t: torch.Tensor) -> torch.Tensor:
+        """``log ᾱ(t)`` (float64)."""
+        La = self._table(t.device)
+        u, i = self._segment(t, left=False)
+        w = u - i
+        return (1 - w) * La[i] + w * La[i + 1]
+
+    def _dL(self, t: torch.Tensor) -> torch.Tensor:
+        La = self._table(t.device)
+        _, i = self._segment(t, left=True)
+        return (La[i + 1] - La[i]) * ((self.n - 1) / self.T)
+
+    def alpha(self, t):
+        return torch.exp(0.5 * self._L(t)).to(t.dtype)
+
+    def sigma(self, t):
+        return torch.sqrt(-torch.expm1(self._L(t))).to(t.dtype)
+
+    def marginal_derivatives(self, t):
+        t = self.check_time(t)
+        L, dL = self._L(t), self._dL(t)
+        alpha, sigma = torch.exp(0.5 * L), torch.sqrt(-torch.expm1(L))
+        return (0.5 * dL * alpha).to(t.dtype), (-0.5 * dL * torch.exp(L) / sigma).to(t.dtype)
+
+    def drift_coef(self, t):
+        t = self.check_time(t)
+        return (0.5 * self._dL(t)).to(t.dtype)
+
+    def diffusion(self, t):
+        t = self.check_time(t)
+        return torch.sqrt((-self._dL(t)).clamp_min(0.0)).to(t.dtype)
+
+    def transition(self, s, t):
+        s, t = self._check_pair(s, t)
+        d = self._L(t) - self._L(s)
+        return torch.exp(0.5 * d).to(t.dtype), torch.sqrt((-torch.expm1(d)).clamp_min(0.0)).to(t.dtype)
+
+    def log_snr(self, t):
+        L = self._L(self.check_time(t))
+        return (0.5 * (L - torch.log(-torch.expm1(L)))).to(t.dtype)
+
+    def t_from_sigma_tilde(self, sigma_tilde):
+        s = torch.as_tensor(sigma_tilde)
+        La = self._table(s.device)
+        L = -torch.log1p(s.to(torch.float64) ** 2)  # σ̃² = 1/ᾱ − 1
+        j = torch.searchsorted(-La, (-L).contiguous())
+        i = (j - 1).clamp(0, self.n - 2)
+        w = (L - La[i]) / (La[i + 1] - La[i])
+        t = ((i + w) * (self.T / (self.n - 1))).clamp(0.0, float(self.T))
+        return t.to(s.dtype) if s.is_floating_point() else t
+
+    @property
+    def prior_std(self) -> float:
+        return 1.0

@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "likelihood": "likelihood",
     "eval": "eval",
     "train-classifier": "train_classifier",
+    "export": "export",
 }
 
 

@@ -48,8 +48,9 @@ def add_parser(sub):
     )
     src = p.add_argument_group("score source (one of)")
     src.add_argument("--target", choices=sorted(TARGETS), help="analytic oracle target (exact score)")
-    src.add_argument("--ckpt", metavar="PATH", help="trained model: an sde-lab checkpoint file or workdir, or a "
-                     "published score_sde checkpoint together with --config")
+    src.add_argument("--ckpt", metavar="PATH", help="trained model: an sde-lab checkpoint file or workdir, an "
+                     "`sde-lab export` folder, a diffusers model folder or hf://org/name, or a published score_sde "
+                     "checkpoint together with --config")
     p.add_argument("--config", metavar="FILE", help="ml-collections config of a published score_sde checkpoint")
     guide = p.add_argument_group("class-conditional sampling (classifier-free or classifier guidance)")
     guide.add_argument("--class", dest="label", type=int, default=None, metavar="K", help="class to sample")
@@ -121,6 +122,12 @@ def _load_model(args):
         model = load_official_checkpoint(args.ckpt, config, device=device, use_ema=ema)
         model._sde_lab_config = config
         return model
+    from ..interop import is_diffusers_folder, load_diffusers
+
+    if str(args.ckpt).startswith("hf://") or is_diffusers_folder(args.ckpt):
+        model = load_diffusers(args.ckpt, device=device)
+        model._sde_lab_config = None
+        return model
     from ..config import config_from_checkpoint, load_checkpoint_score
 
     model = load_checkpoint_score(args.ckpt, map_location=device, ema=ema)
@@ -131,6 +138,8 @@ def _load_model(args):
 def _model_shape(model, args) -> tuple[int, ...]:
     from ..config import data_shape
 
+    if model._sde_lab_config is None:
+        return tuple(model.event_shape)
     return data_shape(model._sde_lab_config)
 
 
