@@ -109,10 +109,9 @@ def main(argv=None) -> dict:
     t0 = time.perf_counter()
     res = bits_per_dim(model.path, model, pixels, make_scaler(True), generator=torch.Generator().manual_seed(0),
                        rtol=args.rtol, atol=args.rtol, compute_dtype=torch.float32)
-    bpd = res.bits_per_dim
-    rows["bits_per_dim"] = {"mean": float(bpd.mean()), "stderr": float(bpd.std() / math.sqrt(len(bpd))) if len(bpd) > 1 else None,
-                            "n": len(bpd), "nfe": res.nfe, "seconds": time.perf_counter() - t0, "dataset": args.dataset}
-    print(f"bits/dim on {len(bpd)} {args.dataset} images: {float(bpd.mean()):.3f} (NFE {res.nfe}, "
+    rows["bits_per_dim"] = {"mean": float(res.mean), "stderr": float(res.stderr), "n": int(res.bpd.shape[-1]), "nfe": res.nfe,
+                            "seconds": time.perf_counter() - t0, "dataset": args.dataset, "rtol": args.rtol}
+    print(f"bits/dim on {res.bpd.shape[-1]} {args.dataset} images: {res.mean:.3f} ± {res.stderr:.3f} (NFE {res.nfe}, "
           f"{rows['bits_per_dim']['seconds']:.0f} s)")
 
     out = Path(args.out)

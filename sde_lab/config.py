@@ -622,11 +622,7 @@ def sample_from_config(config, sde: SDE, score_fn, shape, *, generator=None, dev
 # models from sde_lab training checkpoints
 # --------------------------------------------------------------------------------------------------
 def config_from_checkpoint(path_or_workdir, map_location="cpu"):
-    """The config stored in a training checkpoint (or in an ``sde-lab export`` folder)."""
-    from .interop import EXPORT_CONFIG, is_export_folder
-
-    if is_export_folder(path_or_workdir):
-        return config_from_dict(json.loads((Path(path_or_workdir) / EXPORT_CONFIG).read_text())["config"])
+    """The config stored in a training checkpoint."""
     state = load_checkpoint(path_or_workdir, map_location)
     d = json.loads(state["config"])
     if not d:
@@ -638,13 +634,9 @@ def config_from_checkpoint(path_or_workdir, map_location="cpu"):
 def load_checkpoint_score(path_or_workdir, config=None, *, ema: bool = True, map_location="cpu") -> ScoreModel:
     """A model with the checkpoint's EMA weights (``ema=False``: raw weights), in eval mode.
 
-    The config stored in the checkpoint is used unless ``config`` is given. An ``sde-lab export`` folder
-    (safetensors) loads through :func:`sde_lab.interop.load_exported` (its weights are the ones exported).
+    The config stored in the checkpoint is used unless ``config`` is given (an ``sde-lab export`` folder
+    loads with :func:`sde_lab.export.load_exported`).
     """
-    from .interop import is_export_folder, load_exported
-
-    if is_export_folder(path_or_workdir):
-        return load_exported(path_or_workdir, device=map_location)
     state = load_checkpoint(path_or_workdir, map_location)
     if config is None:
         d = json.loads(state["config"])

@@ -10,9 +10,8 @@ r"""Models from and for other libraries: diffusers in, safetensors out and in, k
   conditioned on ``σ`` and predicting the score (its NCSN++ port divides by σ itself).
   :func:`load_diffusers` reads a folder in the hub layout (``unet/``, ``scheduler/``) or ``hf://org/name``
   (through ``huggingface_hub``, online only).
-* :func:`export_safetensors` / :func:`load_exported` — an sde_lab training run's EMA weights as
-  ``model.safetensors`` and ``sde_lab.json`` (the config: path, parametrization, network), read back with no
-  pickle at all; a missing key or a tensor of another shape is refused by name.
+* safetensors out and in — :mod:`sde_lab.export` (it builds models from configs, so it sits at the edge with
+  :mod:`sde_lab.config`).
 * :func:`to_k_diffusion` — an sde_lab model on any path as k-diffusion's / EDM's denoiser ``D(x̂, σ)`` on the
   σ-form state ``x̂ = x/α`` (their samplers run on it); :func:`from_denoiser` — such a denoiser as an sde_lab
   model on a path of your choice (default :class:`~sde_lab.sde.EDMPath`), so sde_lab's solvers and
@@ -44,19 +43,12 @@ __all__ = [
     "is_diffusers_folder",
     "diffusers_alphas_cumprod",
     "DiffusersNet",
-    "export_safetensors",
-    "load_exported",
-    "is_export_folder",
     "KDiffusionDenoiser",
     "to_k_diffusion",
     "DenoiserModel",
     "from_denoiser",
-    "EXPORT_FORMAT",
 ]
 
-EXPORT_FORMAT = "sde_lab.export/1"
-EXPORT_CONFIG = "sde_lab.json"
-EXPORT_WEIGHTS = "model.safetensors"
 PREDICTION_TYPES = {"epsilon": "eps", "sample": "x0", "v_prediction": "v"}
 
 
@@ -187,79 +179,6 @@ def load_diffusers(spec: str | os.PathLike, *, device=None) -> Model:
     model = from_diffusers(unet.eval(), sched, device=device)
     model.event_shape = (int(unet.config.in_channels), int(unet.config.sample_size), int(unet.config.sample_size))
     return model.eval().requires_grad_(False)
-
-
-# --------------------------------------------------------------------------------------------------
-# safetensors out and in
-# --------------------------------------------------------------------------------------------------
-def is_export_folder(path) -> bool:
-    p = Path(path)
-    return p.is_dir() and (p / EXPORT_CONFIG).is_file() and (p / EXPORT_WEIGHTS).is_file()
-
-
-def export_safetensors(ckpt, out, *, ema: bool = True, overwrite: bool = False) -> Path:
-    """Write a training run's weights (EMA by default) to ``out/model.safetensors`` and its config to
-    ``out/sde_lab.json``; returns ``out``. Loads with :func:`load_exported` (or ``--ckpt out``), no pickle."""
-    st = _need("safetensors.torch")
-    from .config import config_from_checkpoint, config_to_dict, load_checkpoint_score
-    from .training.checkpoint import load_checkpoint, resolve_checkpoint
-    from .workdir import atomic_write, check_output_dir
-
-    out = check_output_dir(out, flag="--out", outputs=(EXPORT_WEIGHTS, EXPORT_CONFIG), overwrite=overwrite)
-    path = resolve_checkpoint(ckpt)
-    config = config_from_checkpoint(path)
-    model = load_checkpoint_score(path, config, ema=ema)
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    step = int(load_checkpoint(path)["step"])
-    meta = {"format": EXPORT_FORMAT, "config": config_to_dict(config), "weights": "ema" if ema else "raw", "step": step,
-            "source": str(path), "path": repr(model.path), "parametrization": repr(model.parametrization),
-            "time_input": repr(model.time_input), "data_range": getattr(model, "data_range", None),
-            "tensors": {k: list(v.shape) for k, v in state.items()}}
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write(out / EXPORT_WEIGHTS, lambda f: f.write(st.save(state, metadata={"format": EXPORT_FORMAT})))
-    atomic_write(out / EXPORT_CONFIG, lambda f: f.write(json.dumps(meta, indent=1).encode()))
-    return out
-
-
-def load_exported(folder, *, device="cpu") -> Model:
-    """The model of an :func:`export_safetensors` folder, in eval mode: built from ``sde_lab.json``'s config,
-    weights from ``model.safetensors`` (no pickle), strictly — every missing, unexpected or reshaped tensor is
-    named in the error."""
-    st = _need("safetensors.torch")
-    from .checkpoints import _list
-    from .config import build_model, config_from_dict
-
-    folder = Path(folder)
-    if not is_export_folder(folder):
-        raise CheckpointError(f"{folder} is not an sde_lab export (expected {EXPORT_CONFIG} and {EXPORT_WEIGHTS}; "
-                              "write one with `sde-lab export --ckpt RUN --format safetensors --out DIR`)")
-    try:
-        meta = json.loads((folder / EXPORT_CONFIG).read_text())
-    except ValueError as e:
-        raise CheckpointError(f"{folder / EXPORT_CONFIG} is not valid JSON ({e})") from None
-    if meta.get("format") != EXPORT_FORMAT:
-        raise CheckpointError(f"{folder / EXPORT_CONFIG} has format {meta.get('format')!r}, expected {EXPORT_FORMAT!r}")
-    try:
-        state = st.load_file(str(folder / EXPORT_WEIGHTS), device="cpu")
-    except Exception as e:
-        raise CheckpointError(f"{folder / EXPORT_WEIGHTS} is not a readable safetensors file ({type(e).__name__}: "
-                              f"{str(e).splitlines()[0][:160]}); export it again") from None
-    model = build_model(config_from_dict(meta["config"]))
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    wrong = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in own
-             if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
-    problems = ([f"missing tensors ({len(missing)}): {_list(missing)}"] if missing else []) + \
-               ([f"unexpected tensors ({len(unexpected)}): {_list(unexpected)}"] if unexpected else []) + \
-               ([f"shape mismatches ({len(wrong)}): {_list(wrong)}"] if wrong else [])
-    if problems:
-        raise CheckpointError(f"{folder / EXPORT_WEIGHTS} does not match the model of its {EXPORT_CONFIG} — "
-                              + "; ".join(problems) + "; the export is damaged or was edited: export it again")
-    model.load_state_dict(state, strict=True)
-    model.data_range = meta.get("data_range")
-    model._sde_lab_config = config_from_dict(meta["config"])
-    return model.eval().requires_grad_(False).to(device)
 
 
 # --------------------------------------------------------------------------------------------------

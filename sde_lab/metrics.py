@@ -37,6 +37,9 @@ __all__ = [
     "ClassifierFeatures",
     "find_inception_weights",
     "reference_stats",
+    "kernel_inception_distance",
+    "precision_recall",
+    "sharded_features",
 ]
 
 
@@ -198,8 +201,12 @@ class FeatureStats:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "FeatureStats":
+        """Statistics from an ``.npz`` with ``mu`` and ``sigma`` — sde_lab's, or pytorch-fid's / the TTUR
+        published files (``fid_stats_cifar10_train.npz``), which carry no ``n`` (then 0)."""
         with np.load(path) as z:
-            return cls(z["mu"].astype(np.float64), z["sigma"].astype(np.float64), int(z["n"]))
+            if "mu" not in z.files or "sigma" not in z.files:
+                raise ValueError(f"{path} holds {', '.join(z.files)}; FID statistics need 'mu' and 'sigma' (pytorch-fid layout)")
+            return cls(z["mu"].astype(np.float64), z["sigma"].astype(np.float64), int(z["n"]) if "n" in z.files else 0)
 
 
 def _factor_and_other(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -389,3 +396,86 @@ def reference_stats(
     if cache is not None:
         stats.save(cache, key=key)
     return stats
+
+
+def _poly_kernel(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return (a @ b.T / a.shape[1] + 1.0) ** 3
+
+
+def kernel_inception_distance(real, fake, *, subsets: int = 100, subset_size: int = 1000,
+                              generator: torch.Generator | None = None) -> tuple[float, float, float]:
+    r"""KID (Bińkowski et al. 2018): the unbiased MMD² with the cubic polynomial kernel
+    ``k(x, y) = (xᵀy / d + 1)³`` between feature sets, averaged over ``subsets`` random subsets of
+    ``min(subset_size, n_real, n_fake)`` features of each. Returns ``(mean, std over subsets, standard error
+    of the mean)``; the subsets are drawn with ``generator`` (reproducible)."""
+    x, y = _flat64(torch.as_tensor(real)), _flat64(torch.as_tensor(fake))
+    if x.shape[1] != y.shape[1]:
+        raise ValueError(f"feature dimensions differ: {x.shape[1]} and {y.shape[1]}")
+    m = min(int(subset_size), len(x), len(y))
+    if m < 2:
+        raise ValueError(f"KID needs at least 2 features on each side, got {len(x)} and {len(y)}")
+    g = generator or torch.Generator().manual_seed(0)
+    vals = []
+    for _ in range(int(subsets)):
+        a = x[torch.randperm(len(x), generator=g)[:m]]
+        b = y[torch.randperm(len(y), generator=g)[:m]]
+        kxx, kyy, kxy = _poly_kernel(a, a), _poly_kernel(b, b), _poly_kernel(a, b)
+        vals.append(float((kxx.sum() - kxx.diagonal().sum()) / (m * (m - 1)) + (kyy.sum() - kyy.diagonal().sum()) / (m * (m - 1))
+                          - 2 * kxy.mean()))
+    v = np.array(vals)
+    std = float(v.std(ddof=1)) if len(v) > 1 else 0.0
+    return float(v.mean()), std, std / math.sqrt(len(v))
+
+
+def _kth_nn_radius(x: torch.Tensor, k: int, chunk: int = 1024) -> torch.Tensor:
+    """Distance of each row of ``x`` to its ``k``-th nearest other row."""
+    out = []
+    for i in range(0, len(x), chunk):
+        d = torch.cdist(x[i:i + chunk], x)
+        out.append(d.kthvalue(k + 1, dim=1).values)  # +1: the point itself at distance 0
+    return torch.cat(out)
+
+
+def _covered(points: torch.Tensor, centres: torch.Tensor, radii: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
+    """Whether each point lies in some ball ``‖p − c_j‖ ≤ r_j``."""
+    out = []
+    for i in range(0, len(points), chunk):
+        d = torch.cdist(points[i:i + chunk], centres)
+        out.append((d <= radii[None, :]).any(dim=1))
+    return torch.cat(out)
+
+
+def precision_recall(real, fake, *, k: int = 3) -> tuple[float, float]:
+    """Improved precision and recall (Kynkäänniemi et al. 2019): each feature's ball reaches its ``k``-th
+    nearest neighbour in its own set; precision is the share of generated features inside some real ball,
+    recall the share of real features inside some generated ball."""
+    x, y = _flat64(torch.as_tensor(real)), _flat64(torch.as_tensor(fake))
+    if len(x) <= k or len(y) <= k:
+        raise ValueError(f"precision/recall with k={k} needs more than {k} features on each side, got {len(x)} and {len(y)}")
+    rx, ry = _kth_nn_radius(x, k), _kth_nn_radius(y, k)
+    return float(_covered(y, x, rx).double().mean()), float(_covered(x, y, ry).double().mean())
+
+
+def sharded_features(extractor: Callable[..., torch.Tensor], images: torch.Tensor, *, batch_size: int = 250,
+                     progress: bool = False) -> torch.Tensor:
+    """``extractor(images)`` computed across the ranks of the process group (if one is initialised) and
+    gathered on every rank: batch ``b`` of ``batch_size`` images goes to rank ``b mod W``, so the features
+    are the same whatever the number of processes (each batch is computed exactly as on one process)."""
+    import torch.distributed as dist
+
+    ddp = dist.is_available() and dist.is_initialized()
+    rank, world = (dist.get_rank(), dist.get_world_size()) if ddp else (0, 1)
+    n = len(images)
+    starts = list(range(0, n, batch_size))
+    mine = {}
+    for b in tqdm(range(rank, len(starts), world), disable=not (progress and rank == 0), desc=f"features ({world} proc)"):
+        lo = starts[b]
+        mine[b] = extractor(images[lo:lo + batch_size]).detach().cpu().double()
+    if not ddp:
+        return torch.cat([mine[b] for b in range(len(starts))]) if starts else torch.zeros(0)
+    gathered = [None] * world
+    dist.all_gather_object(gathered, mine)
+    parts = {}
+    for d in gathered:
+        parts.update(d)
+    return torch.cat([parts[b] for b in range(len(starts))])

@@ -51,7 +51,7 @@ from sde_lab.grids import uniform_time_grid
 from sde_lab.sampling import ald_sample, ode_encode, ode_sample, pc_sample, sdeint_sample
 
 PKG = Path(__file__).resolve().parents[1] / "sde_lab"
-EDGE = ("sde_lab.registry", "sde_lab.config", "sde_lab.checkpoints", "sde_lab.cli", "sde_lab.__main__")
+EDGE = ("sde_lab.registry", "sde_lab.config", "sde_lab.checkpoints", "sde_lab.export", "sde_lab.cli", "sde_lab.__main__")
 
 
 # --- one-way dependencies ---------------------------------------------------------------------------------

@@ -16,8 +16,8 @@ import torch
 from sde_lab import EDMPath, VESDE, VPSDE, make_target
 from sde_lab.correctors import NoCorrector
 from sde_lab.fast_samplers import Heun
-from sde_lab.interop import (diffusers_alphas_cumprod, export_safetensors, from_denoiser, from_diffusers, load_diffusers,
-                             load_exported, to_k_diffusion)
+from sde_lab.export import export_safetensors, load_exported
+from sde_lab.interop import diffusers_alphas_cumprod, from_denoiser, from_diffusers, load_diffusers, to_k_diffusion
 from sde_lab.multistep import DPMSolverPP
 from sde_lab.predictors import Ancestral
 from sde_lab.sampling import PredictorCorrector

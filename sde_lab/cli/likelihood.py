@@ -41,6 +41,7 @@ class Source:
     exact_log_prob: Callable[[torch.Tensor], torch.Tensor] | None = None
     compute_dtype: torch.dtype = torch.float64
     levels: int = 256
+    data: torch.Tensor | None = None  # every example, for the sharded mode (--out)
 
 
 def add_parser(sub):
@@ -75,6 +76,10 @@ def add_parser(sub):
     p.add_argument("--seed", type=int, default=0, help="seed for data, dequantization and probes (default: 0)")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     p.add_argument("--no-ema", action="store_true", help="evaluate the raw training weights instead of the EMA weights")
+    p.add_argument("--out", metavar="DIR", default=None,
+                   help="write every example's value to DIR (sharded by --batch-size, resumable; needed under torchrun, "
+                        "where the batches are split across the processes and the result equals one process's)")
+    p.add_argument("--overwrite", action="store_true", help="with --out: redo a folder holding another run's values")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     add_threads(p)
     return p
@@ -106,6 +111,7 @@ def target_source(args, generator: torch.Generator) -> Source:
         return gm.marginal_log_prob(sde, xb, torch.full((xb.shape[0],), args.eps, dtype=xb.dtype, device=xb.device))
 
     return Source(
+        data=x,
         description=f"target {args.target!r} (D={gm.dim}), {type(sde).__name__}, {n} samples",
         sde=sde,
         score_fn=gm.score_fn(sde),
@@ -123,13 +129,14 @@ def checkpoint_source(args, generator: torch.Generator) -> Source:
     :func:`sde_lab.data.get_pixels` at the model's resolution, dequantized with the data set's own number
     of levels.
     """
-    from ..config import config_from_checkpoint, data_shape, load_checkpoint_score
+    from ..config import data_shape
     from ..data import dataset_info, get_pixels, make_scaler
 
-    config = config_from_checkpoint(args.ckpt)
+    from ..export import load_run_model
+
+    model, config = load_run_model(args.ckpt, map_location=args.device, ema=not args.no_ema)
     if args.dataset is None:
         args.dataset = config.data.dataset
-    model = load_checkpoint_score(args.ckpt, config, map_location=args.device, ema=not args.no_ema)
     set_threads(args, n_parameters(model))
     shape = data_shape(config)
     info = dataset_info(args.dataset)
@@ -159,7 +166,7 @@ def checkpoint_source(args, generator: torch.Generator) -> Source:
             raise ValueError(f"{args.dataset!r} items have shape {tuple(x.shape[1:])}, the checkpoint's model expects {shape}")
         chunks = list(torch.split(x.to(args.device), args.batch_size))
         return Source(desc + f", {len(x)} points", sde, model, lambda: iter(chunks), len(chunks),
-                      exact_log_prob=exact, compute_dtype=compute_dtype)
+                      exact_log_prob=exact, compute_dtype=compute_dtype, data=x.to(args.device))
 
     if info.levels < 2 or len(shape) != 3:
         raise ValueError(f"the checkpoint models {shape}-shaped data; {args.dataset!r} holds {info.shape} images")
@@ -184,7 +191,76 @@ def checkpoint_source(args, generator: torch.Generator) -> Source:
         scaler=make_scaler(bool(config.data.get("centered", False))),
         levels=levels,
         compute_dtype=compute_dtype,
+        data=pixels.to(args.device),
     )
+
+
+def _batch_nats(args, source, xb, generator, ode):
+    """``(repeats, B)`` nats/dim of one batch, its NFE and the end times used."""
+    if source.pixels:
+        res = bits_per_dim(source.sde, source.score_fn, xb, source.scaler, repeats=args.repeats, levels=source.levels,
+                           generator=generator, **ode)
+        return res.nats_per_dim, res.nfe, {r.info["t_end"] for r in res.runs}
+    D = xb[0].numel()
+    rows, nfe, t_ends = [], 0, set()
+    for _ in range(args.repeats):
+        r = log_likelihood(source.sde, source.score_fn, xb, generator=generator, **ode)
+        rows.append(-r.log_prob.cpu() / D)
+        nfe += r.nfe
+        t_ends.add(r.info["t_end"])
+    return torch.stack(rows), nfe, t_ends
+
+
+def _run_sharded(args, source, ode) -> int:
+    """Per-example values in ``--out`` (chunks of ``--batch-size``; chunk k's dequantization and probes from
+    (seed, k)), split across the ranks under torchrun; mean ± standard error from all of them."""
+    import os
+
+    import numpy as np
+    import torch.distributed as dist
+
+    from ..sharded import chunk_seed, sample_sharded
+    from ..workdir import check_output_dir
+    from . import CLIError
+
+    if args.out is None:
+        raise CLIError("under torchrun, likelihood writes every example's value: pass --out DIR")
+    out = check_output_dir(args.out, flag="--out", overwrite=args.overwrite)
+    data, chunk = source.data, args.batch_size
+    created = False
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        from ..training.distributed import init_distributed
+
+        init_distributed(torch.device(args.device))
+        created = True
+
+    def compute(lo, hi):
+        g = torch.Generator().manual_seed(chunk_seed(args.seed, lo // chunk))
+        table, nfe, _ = _batch_nats(args, source, data[lo:hi], g, ode)
+        return table.T.contiguous().double(), nfe  # (B, repeats)
+
+    fp = {"source": source.description, "ckpt": args.ckpt, "target": args.target, "dataset": args.dataset, "split": args.split,
+          "n": len(data), "repeats": args.repeats, "seed": args.seed, "chunk": chunk, "ode": {k: str(v) for k, v in ode.items()}}
+    try:
+        summary = sample_sharded(compute, out=out, n=len(data), chunk=chunk, fingerprint=fp, overwrite=args.overwrite,
+                                 progress=not args.no_progress, final="likelihood.npz", dtype=np.float64, desc="likelihood")
+    except LikelihoodError as e:
+        raise ValueError(str(e)) from None
+    finally:
+        rank = dist.get_rank() if dist.is_initialized() else 0
+        if created and dist.is_initialized():
+            dist.destroy_process_group()
+    if rank != 0:
+        return 0
+    with np.load(out / "likelihood.npz") as z:
+        table = torch.from_numpy(z["samples"]).T  # (repeats, n)
+    mean, se = mean_and_stderr(table)
+    ln2 = math.log(2)
+    kind = f"uniformly dequantized {source.levels}-level data" if source.pixels else "continuous data, no dequantization"
+    print(f"likelihood: {source.description}")
+    print(f"  {table.shape[1]} examples in {out / 'likelihood.npz'} (per example: samples[i] = nats/dim per repeat)")
+    print(f"  model NLL : {mean:.5f} ± {se:.5f} nats/dim   {mean / ln2:.5f} ± {se / ln2:.5f} bits/dim  ({kind})")
+    return 0
 
 
 def run(args) -> int:
@@ -211,6 +287,9 @@ def run(args) -> int:
     )
     if args.divergence != "hutchinson" and (args.n_probes != 1 or args.probe != "rademacher"):
         print("note: --probe/--n-probes apply only to --divergence hutchinson; ignored", file=sys.stderr)
+
+    if args.out is not None or int(__import__("os").environ.get("WORLD_SIZE", "1")) > 1:
+        return _run_sharded(args, source, ode)
 
     nats, exact_nats, nfes, t_ends = [], [], [], set()  # nats: (repeats, B) per batch
     try:

@@ -44,7 +44,9 @@ def add_parser(sub):
     p = sub.add_parser(
         "sample",
         help="draw samples (predictor-corrector, probability-flow ODE, torchsde, annealed Langevin, ...)",
-        description="Sample from the reverse process of an SDE and write samples.npz and samples.png to --out.",
+        description="Sample from the reverse process of an SDE and write samples.npz and samples.png to --out. Runs "
+                    "under torchrun too (the samples are split across the processes); each finished chunk is written to "
+                    "--out/shards at once, and the same command run again resumes where it stopped.",
     )
     src = p.add_argument_group("score source (one of)")
     src.add_argument("--target", choices=sorted(TARGETS), help="analytic oracle target (exact score)")
@@ -81,9 +83,14 @@ def add_parser(sub):
                    help="any other option of the solver, e.g. order=3, eta=0.5, variant=bh1, lower_order_final=False "
                         "(repeatable; `sde-lab solvers` lists each solver's options)")
     p.add_argument("--noise", choices=("batch", "per_sample"), default="batch",
-                   help="batch: one generator for the batch (default); per_sample: sample i depends on (seed, i) only, "
-                        "whatever the batch size")
-    p.add_argument("--n", type=int, default=1000, help="number of samples (default: 1000)")
+                   help="batch (default): chunk k of --batch-size samples is drawn from one generator seeded by "
+                        "(seed, k); per_sample: sample i depends on (seed, i) only, whatever the batch size. Either way "
+                        "1, 2 or 8 processes draw the same set")
+    p.add_argument("--num-samples", "--n", dest="n", type=int, default=1000,
+                   help="number of samples (default: 1000); under torchrun use --num-samples (torchrun abbreviates --n)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="samples per solver call and per shard file (default: min(num-samples, 1000)); keep it the same "
+                        "to resume a run or to compare runs across process counts")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory (checked before sampling: a new or "
                    "writable folder, not a training workdir; existing samples are kept unless --overwrite)")
     add_overwrite(p, "samples.npz / samples.png already in --out")
@@ -128,10 +135,10 @@ def _load_model(args):
         model = load_diffusers(args.ckpt, device=device)
         model._sde_lab_config = None
         return model
-    from ..config import config_from_checkpoint, load_checkpoint_score
+    from ..export import load_run_model
 
-    model = load_checkpoint_score(args.ckpt, map_location=device, ema=ema)
-    model._sde_lab_config = config_from_checkpoint(args.ckpt)
+    model, config = load_run_model(args.ckpt, map_location=device, ema=ema)
+    model._sde_lab_config = config
     return model
 
 
@@ -184,15 +191,52 @@ def _guidance(args, sde: SDE, source_target, score_fn=None):
     return ClassifierGuidance(classifier, args.label, args.guidance)
 
 
+def _pixel_fn(args, source: ScoreSource):
+    """uint8 quantisation of image samples (the FID protocol), from the model's data scaling; None for points."""
+    if len(source.event_shape) != 3:
+        return None
+    from ..data import make_scaler
+    from ..sharded import to_pixels
+
+    config = getattr(source.score_fn, "_sde_lab_config", None)
+    centered = bool(config.data.get("centered", False)) if config is not None else True  # diffusers: [-1, 1]
+    scaler = make_scaler(centered)
+    return lambda x: to_pixels(scaler.inverse(x.float()).clamp(0, 1))
+
+
+def _fingerprint(args, sde, source, options, chunk) -> dict:
+    ckpt = None
+    if args.ckpt:
+        p = Path(args.ckpt).expanduser()
+        from ..training.checkpoint import latest_checkpoint
+
+        f = latest_checkpoint(p) if p.is_dir() and (p / "checkpoints").is_dir() else p
+        ckpt = {"path": str(Path(f).resolve()) if f is not None and Path(f).exists() else str(args.ckpt),
+                "bytes": Path(f).stat().st_size if f is not None and Path(f).is_file() else None}
+    return {"source": source.description if not args.ckpt else "checkpoint", "ckpt": ckpt, "target": args.target,
+            "sde": repr(sde), "options": {k: str(v) for k, v in sorted(options.items())}, "seed": args.seed, "n": args.n,
+            "chunk": chunk, "noise": args.noise, "class": args.label, "guidance": args.guidance,
+            "classifier": args.classifier, "no_ema": bool(getattr(args, "no_ema", False))}
+
+
 def run(args) -> int:
     if args.n < 1:
-        raise ValueError(f"--n must be a positive integer, got {args.n}")
+        raise ValueError(f"--num-samples must be a positive integer, got {args.n}")
+    if args.batch_size is not None and args.batch_size < 1:
+        raise ValueError(f"--batch-size must be a positive integer, got {args.batch_size}")
     if args.target and args.ckpt:
         raise ValueError("give either --target or --ckpt, not both")
     if args.config and not args.ckpt:
         raise ValueError("--config is for a published checkpoint: give it with --ckpt PATH")
+    import os
+
+    from ..training.distributed import init_distributed, resolve_device
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
     device = check_device(args.device)
-    out = check_output_dir(args.out, flag="--out", outputs=OUTPUTS, overwrite=args.overwrite)
+    if world > 1 and device.type == "cuda":
+        device = resolve_device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    out = check_output_dir(args.out, flag="--out", outputs=(), overwrite=args.overwrite)
     if args.ckpt:
         source = _score_fn_from_args(args, None)
         sde = _resolve_sde(args, source.score_fn.sde)
@@ -206,36 +250,52 @@ def run(args) -> int:
             raise ValueError(f"--class {args.label} is out of range for target {args.target!r} with {gm.n_components} components")
         comp = gm.component(args.label)
         source = source._replace(true_samples=lambda n, g: comp.sample(n, g))
-    generator = torch.Generator().manual_seed(args.seed)
-    noise = None
-    if getattr(args, "noise", "batch") == "per_sample":
-        from ..noise import PerSampleNoise
-
-        generator, noise = None, PerSampleNoise(args.seed)
-
     options = sampler_options(args)
     set_threads(args, n_parameters(source.score_fn) if args.ckpt else 0)
+    chunk = args.batch_size or min(args.n, 1000)
+    import torch.distributed as dist
+
+    created = not (dist.is_available() and dist.is_initialized())  # a caller's process group is left to the caller
+    dist_info = init_distributed(device)
+    rank = dist_info.rank
+    from ..noise import PerSampleNoise
+    from ..sharded import chunk_seed, sample_sharded
+
+    single = (chunk >= args.n and dist_info.world == 1)
+
+    def draw(lo: int, hi: int):
+        if args.noise == "per_sample":
+            generator, noise = None, PerSampleNoise(args.seed, start=lo)
+        else:
+            generator, noise = torch.Generator().manual_seed(chunk_seed(args.seed, lo // chunk)), None
+        try:
+            res = sample(sde, source.score_fn, (hi - lo, *source.event_shape), generator=generator, noise=noise,
+                         device=device, condition=condition, progress=single and not args.quiet, **options)
+        except FloatingPointError as e:
+            raise ValueError(str(e)) from None
+        return res.samples, res.nfe
 
     start = time.perf_counter()
     try:
-        result = sample(sde, source.score_fn, (args.n, *source.event_shape), generator=generator, noise=noise,
-                        device=device, condition=condition, progress=not args.quiet, **options)
-    except FloatingPointError as e:
-        raise ValueError(str(e)) from None
+        summary = sample_sharded(draw, out=out, n=args.n, chunk=chunk, fingerprint=_fingerprint(args, sde, source, options, chunk),
+                                 pixels=_pixel_fn(args, source), overwrite=args.overwrite, progress=not args.quiet and not single)
+    finally:
+        if created and dist.is_initialized():
+            dist.destroy_process_group()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     elapsed = time.perf_counter() - start
-
-    x = result.samples.detach().cpu().float().numpy()
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write(out / "samples.npz", lambda f: np.savez_compressed(
-        f, samples=x, nfe=result.nfe, seconds=elapsed, sde=type(sde).__name__, solver=args.solver,
-        steps=args.steps, source=source.description,
-    ))
+    if rank != 0 or summary["mode"] == "done":
+        return 0
+    with np.load(out / "samples.npz") as z:
+        x = z["samples"]
+    nfe = summary["nfe"][0] if summary["nfe"] and len(set(summary["nfe"])) == 1 else (summary["nfe"] or ["?"])[0]
     true = source.true_samples(args.n, torch.Generator().manual_seed(args.seed + 1)).cpu().numpy() if source.true_samples else None
-    _plot(x, true, out / "samples.png", f"{type(sde).__name__} / {args.solver} / {args.steps} steps / NFE {result.nfe}")
-    print(f"{args.n} samples from {source.description}: sde={type(sde).__name__} solver={args.solver} NFE={result.nfe} "
-          f"time={elapsed:.2f}s -> {out / 'samples.npz'}, {out / 'samples.png'}")
+    _plot(x if x.dtype != np.uint8 else x.astype(np.float32), true, out / "samples.png",
+          f"{type(sde).__name__} / {args.solver} / {args.steps} steps / NFE {nfe}")
+    how = f" on {summary['world']} processes" if summary.get("world", 1) > 1 else ""
+    print(f"{args.n} samples from {source.description}: sde={type(sde).__name__} solver={args.solver} NFE={nfe} "
+          f"time={elapsed:.2f}s{how} -> {out / 'samples.npz'}, {out / 'samples.png'}")
     return 0
 
 
