@@ -33,6 +33,10 @@ def argv(solver, out, noise="batch", n=24, batch=8):
             "--batch-size", str(batch), "--noise", noise, "--seed", "3", "--out", str(out), "--quiet", "--threads", "1"]
 
 
+LIKELIHOOD = ["likelihood", "--target", "gmm16", "--sde", "vp", "--n", "20", "--batch-size", "6", "--seed", "2",
+              "--rtol", "1e-4", "--atol", "1e-4", "--no-progress", "--threads", "1"]  # Hutchinson: random probes per chunk
+
+
 def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -52,6 +56,7 @@ def _worker(rank, world, port, base):
             for noise in ("batch", "per_sample"):
                 assert main(argv(solver, Path(base) / f"two_{solver}_{noise}", noise)) == 0
                 dist.barrier()
+        assert main(LIKELIHOOD + ["--out", str(Path(base) / "two_ll")]) == 0
     finally:
         dist.destroy_process_group()
 
@@ -65,6 +70,12 @@ def test_two_processes_draw_bitwise_the_same_samples_as_one_for_every_solver(tmp
             a, b = (np.load(d / "samples.npz") for d in (one, tmp_path / f"two_{solver}_{noise}"))
             assert np.array_equal(a["samples"], b["samples"]), (solver, noise)
             assert np.array_equal(b["indices"], np.arange(24))
+    # bits/dim: every example's value, the same on 2 processes as on 1, and their mean ± standard error
+    assert main(LIKELIHOOD + ["--out", str(tmp_path / "one_ll")]) == 0
+    one_out = capsys.readouterr().out
+    a, b = (np.load(tmp_path / d / "likelihood.npz")["samples"] for d in ("one_ll", "two_ll"))
+    assert a.shape == (20, 1) and np.array_equal(a, b)
+    assert re.search(r"model NLL : [0-9.]+ ± [0-9.]+ nats/dim", one_out)
     # per-sample noise: the set does not depend on the batch size either
     assert main(argv("dpm_solver_pp_sde", tmp_path / "b5", "per_sample", batch=5)) == 0
     x5 = np.load(tmp_path / "b5" / "samples.npz")["samples"]

@@ -58,7 +58,9 @@ def add_parser(sub):
     )
     src = p.add_argument_group("source (one of)")
     src.add_argument("--target", choices=sorted(TARGETS), help="analytic oracle target (exact score and log-density)")
-    src.add_argument("--ckpt", metavar="PATH", help="trained model checkpoint")
+    src.add_argument("--ckpt", metavar="PATH", help="trained model checkpoint (an sde-lab run or export; a published "
+                     "score_sde checkpoint together with --config)")
+    src.add_argument("--config", metavar="FILE", default=None, help="config of a published score_sde checkpoint")
     src.add_argument("--dataset", metavar="NAME",
                      help="dataset to evaluate the checkpoint on (default: the one it was trained on)")
     src.add_argument("--split", default="test", help="dataset split (default: test)")
@@ -132,9 +134,16 @@ def checkpoint_source(args, generator: torch.Generator) -> Source:
     from ..config import data_shape
     from ..data import dataset_info, get_pixels, make_scaler
 
-    from ..export import load_run_model
+    if getattr(args, "config", None):
+        from ..checkpoints import load_official_checkpoint
+        from ..config import load_config
 
-    model, config = load_run_model(args.ckpt, map_location=args.device, ema=not args.no_ema)
+        config = load_config(args.config)
+        model = load_official_checkpoint(args.ckpt, config, device=args.device, use_ema=not args.no_ema)
+    else:
+        from ..export import load_run_model
+
+        model, config = load_run_model(args.ckpt, map_location=args.device, ema=not args.no_ema)
     if args.dataset is None:
         args.dataset = config.data.dataset
     set_threads(args, n_parameters(model))
