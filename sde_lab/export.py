@@ -13,8 +13,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
-
 from .checkpoints import _list
 from .config import build_model, config_from_checkpoint, config_from_dict, config_to_dict, load_checkpoint_score
 from .model import Model

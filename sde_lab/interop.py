@@ -34,7 +34,6 @@ from torch import nn
 
 from .model import DiffusionModel, Model
 from .sde import SDE, VESDE, DiscreteVP, EDMPath
-from .training.checkpoint import CheckpointError
 from .utils import append_dims
 
 __all__ = [

@@ -10,7 +10,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 import traceback
 from pathlib import Path
 
@@ -20,9 +19,9 @@ import torch
 import sde_lab.cli.eval  # noqa: F401  (imported before any fork: the child cannot read the install as nobody)
 import sde_lab.cli.likelihood  # noqa: F401
 import sde_lab.cli.sample as sample_cli
-import sde_lab.cli.train  # noqa: F401
+import sde_lab.cli.train  # noqa: F401  (the same: imported before any fork)
 from sde_lab.cli import build_parser, main
-from sde_lab.config import apply_overrides, build_trainer, load_config, train
+from sde_lab.config import apply_overrides, build_trainer, load_config
 from sde_lab.training import CheckpointError, load_checkpoint
 from sde_lab.workdir import (OutputError, RunLocked, WorkdirLock, check_output_dir, check_output_file, config_differences,
                              lock_holder, remove_stale_temps)

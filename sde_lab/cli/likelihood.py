@@ -251,7 +251,7 @@ def _run_sharded(args, source, ode) -> int:
     fp = {"source": source.description, "ckpt": args.ckpt, "target": args.target, "dataset": args.dataset, "split": args.split,
           "n": len(data), "repeats": args.repeats, "seed": args.seed, "chunk": chunk, "ode": {k: str(v) for k, v in ode.items()}}
     try:
-        summary = sample_sharded(compute, out=out, n=len(data), chunk=chunk, fingerprint=fp, overwrite=args.overwrite,
+        sample_sharded(compute, out=out, n=len(data), chunk=chunk, fingerprint=fp, overwrite=args.overwrite,
                                  progress=not args.no_progress, final="likelihood.npz", dtype=np.float64, desc="likelihood")
     except LikelihoodError as e:
         raise ValueError(str(e)) from None
