@@ -468,9 +468,13 @@ def sharded_features(extractor: Callable[..., torch.Tensor], images: torch.Tenso
     n = len(images)
     starts = list(range(0, n, batch_size))
     mine = {}
-    for b in tqdm(range(rank, len(starts), world), disable=not (progress and rank == 0), desc=f"features ({world} proc)"):
+    bar = tqdm(total=n, disable=not (progress and rank == 0), desc=f"features ({world} proc)", unit="image")
+    for b in range(rank, len(starts), world):
         lo = starts[b]
         mine[b] = extractor(images[lo:lo + batch_size]).detach().cpu().double()
+        # rank 0 reports the round it finished for all ranks: the bar counts images over every process
+        bar.update(sum(min(batch_size, n - starts[c]) for c in range(b - rank, min(b - rank + world, len(starts)))))
+    bar.close()
     if not ddp:
         return torch.cat([mine[b] for b in range(len(starts))]) if starts else torch.zeros(0)
     gathered = [None] * world
