@@ -124,24 +124,12 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def atomic_write(path, write: Callable[[Any], None], *, binary: bool = True) -> Path:
-    """Write ``path`` through ``write(file)`` into ``.<name>.tmp<pid>`` beside it, fsync, then ``os.replace``.
+def atomic_write(path, write: Callable[[Any], None]) -> Path:
+    """Write ``path`` through ``write(binary file)`` atomically (temporary file beside it + ``os.replace``): a crash
+    leaves the old file or the new one, never half of one; :func:`remove_stale_temps` cleans up after a SIGKILL."""
+    from .training.checkpoint import atomic_write as _atomic
 
-    A crash leaves either the old file or the new one, never half of one; the temporary file is removed on
-    any error (and by :func:`remove_stale_temps` after a SIGKILL).
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb" if binary else "w") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return _atomic(path, write)
 
 
 def remove_stale_temps(folder) -> list[Path]:

@@ -173,3 +173,18 @@ __all__ = [
     "gen", "five_modes", "CosinePath", "RectifiedFlowPath", "COSINE", "RF", "COSINE_T_MAX", "PATHS", "t_max", "floor", "sw_ratio",
     "quality", "passes", "mode_stats", "ScaledModel", "wrong", "GaussianData", "make_target",
 ]
+
+
+class ListNoise:
+    """Noise that replays a list of tensors (the same draws for sde_lab and the peer)."""
+
+    def __init__(self, draws):
+        self.draws, self.k = list(draws), 0
+
+    def randn_like(self, x):
+        z = self.draws[self.k]
+        self.k += 1
+        return z.to(x.dtype)
+
+    def __call__(self, sigma, sigma_next):  # k-diffusion's noise_sampler
+        return self.randn_like(self.draws[0])

@@ -29,6 +29,8 @@ pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning"), pytest.m
               pytest.mark.usefixtures("one_thread")]
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+from problems import ListNoise  # noqa: E402
 
 # google/ddpm-cifar10-32's unet/config.json
 CIFAR10_UNET = dict(sample_size=32, in_channels=3, out_channels=3, layers_per_block=2, block_out_channels=(128, 256, 256, 256),
@@ -117,16 +119,6 @@ def test_discrete_vp_path_passes_through_the_chain():
 # --------------------------------------------------------------------------------------------------
 # the schedulers' trajectories
 # --------------------------------------------------------------------------------------------------
-class ListNoise:
-    def __init__(self, draws):
-        self.draws, self.k = list(draws), 0
-
-    def randn_like(self, x):
-        z = self.draws[self.k]
-        self.k += 1
-        return z.to(x.dtype)
-
-
 def float64_tables(sch):
     """diffusers' scheduler with its ᾱ tables in float64 (it computes them, and its steps, in float32)."""
     for name in ("alphas_cumprod", "alphas", "betas", "final_alpha_cumprod", "one"):

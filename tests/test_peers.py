@@ -21,27 +21,12 @@ from sde_lab.multistep import DEIS, DPMSolverPP, DPMSolverPPSDE, EulerAncestral,
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
 import peers  # noqa: E402
 
-from problems import gen  # noqa: E402
+from problems import ListNoise, gen  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # diffusers on numpy 2
 
 VP_TYPE = [VPSDE(), CosineVP()]
 VP_IDS = ["vp", "cosine"]
-
-
-class ListNoise:
-    """Noise that replays a list of tensors (the same draws for sde_lab and the peer)."""
-
-    def __init__(self, draws):
-        self.draws, self.k = list(draws), 0
-
-    def randn_like(self, x):
-        z = self.draws[self.k]
-        self.k += 1
-        return z.to(x.dtype)
-
-    def __call__(self, sigma, sigma_next):  # k-diffusion's noise_sampler
-        return self.randn_like(self.draws[0])
 
 
 def _diffusers_grid(name, path, steps, to_zero=True):

@@ -41,7 +41,11 @@ def _ckpt_dir(workdir) -> Path:
     return Path(workdir) / "checkpoints"
 
 
-def _atomic_write_bytes(path: Path, write: Callable[[Any], None]) -> None:
+def atomic_write(path, write: Callable[[Any], None]) -> Path:
+    """Write ``path`` through ``write(binary file)`` into ``.<name>.tmp<pid>`` beside it, fsync, then ``os.replace``:
+    a crash leaves the old file or the new one, never half of one (:func:`sde_lab.workdir.remove_stale_temps`
+    deletes what a killed process left)."""
+    path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         with open(tmp, "wb") as f:
@@ -52,6 +56,10 @@ def _atomic_write_bytes(path: Path, write: Callable[[Any], None]) -> None:
     finally:
         if tmp.exists():
             tmp.unlink()
+    return path
+
+
+_atomic_write_bytes = atomic_write
 
 
 def checkpoint_steps(d: Path) -> list[int]:
