@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 
 from .checkpoints import _list
+from .interop import _need
 from .config import build_model, config_from_checkpoint, config_from_dict, config_to_dict, load_checkpoint_score
 from .model import Model
 from .training.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
@@ -23,15 +24,6 @@ __all__ = ["EXPORT_FORMAT", "export_safetensors", "load_exported", "is_export_fo
 EXPORT_FORMAT = "sde_lab.export/1"
 EXPORT_CONFIG = "sde_lab.json"
 EXPORT_WEIGHTS = "model.safetensors"
-
-
-def _need(module: str):
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise ImportError(f"this needs {module.split('.')[0]}: pip install 'sde_lab[interop]'") from None
 
 
 # --------------------------------------------------------------------------------------------------

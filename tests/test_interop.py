@@ -90,8 +90,11 @@ def test_cifar10_unet_output_equals_diffusers_for_every_prediction_type(ptype):
 def test_alphas_cumprod_equal_diffusers_for_every_schedule():
     for schedule in ("linear", "scaled_linear", "squaredcos_cap_v2"):
         cfg = {"beta_schedule": schedule, "beta_start": 0.00085, "beta_end": 0.012, "num_train_timesteps": 1000}
-        ref = diffusers.DDPMScheduler(**cfg).alphas_cumprod.double()
+        sch = diffusers.DDPMScheduler(**cfg)
+        ref = sch.alphas_cumprod.double()
         torch.testing.assert_close(diffusers_alphas_cumprod(cfg), ref, rtol=0, atol=0)
+        # the path's chain gives back the scheduler's betas (float32 rounding of the cumulative product)
+        torch.testing.assert_close(DiscreteVP(ref).betas, sch.betas.double(), rtol=1e-4, atol=1e-7)
     with pytest.raises(ValueError, match="valid: linear"):
         diffusers_alphas_cumprod({"beta_schedule": "quartic"})
 

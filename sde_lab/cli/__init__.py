@@ -53,8 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except (ValueError, CLIError, OSError) as e:
-        msg = str(e) if not isinstance(e, OSError) or isinstance(e, FileNotFoundError) and e.filename is None else (
-            f"{e.strerror or e}: {e.filename}" if getattr(e, "filename", None) else str(e))
+        # an OS error from open()/mkdir() as "Permission denied: PATH"; every other error is its own message
+        msg = f"{e.strerror}: {e.filename}" if isinstance(e, OSError) and e.filename and e.strerror else str(e)
         print(f"sde-lab {args.command}: error: {msg}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
