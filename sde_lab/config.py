@@ -255,7 +255,11 @@ def load_config(path):
             sys.modules.pop(k, None)
         pkg = types.ModuleType("configs")
         project = Path(__file__).resolve().parents[1] / "configs"
-        pkg.__path__ = [str(p.resolve().parent)] + ([str(project)] if project.is_dir() else [])
+        try:
+            has_project = project.is_dir()
+        except OSError:  # an install this user cannot read: the file's own folder only
+            has_project = False
+        pkg.__path__ = [str(p.resolve().parent)] + ([str(project)] if has_project else [])
         sys.modules["configs"] = pkg
     try:
         spec = importlib.util.spec_from_file_location(f"_sde_lab_config_{abs(hash(str(p.resolve())))}", p)

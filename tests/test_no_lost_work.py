@@ -329,13 +329,21 @@ def readonly_dir():
 def test_read_only_outputs_are_refused_before_any_work(readonly_dir, monkeypatch, tmp_path):
     # everything the commands import is imported here first: the unprivileged child cannot read the install
     assert train_cli(tmp_path / "warm", n_iters=1) == 0
+    # the config as a file nobody can read (the checkout itself may be private, e.g. a mktemp clone)
+    cfg_dir = readonly_dir.parent / "cfg"
+    cfg_dir.mkdir()
+    for f in (CONFIG, ROOT / "configs" / "default.py"):
+        shutil.copy(f, cfg_dir / f.name)
+        os.chmod(cfg_dir / f.name, 0o644)
+    os.chmod(cfg_dir, 0o755)
+    config = str(cfg_dir / CONFIG.name)
     monkeypatch.setattr(sample_cli, "sample", lambda *a, **k: (_ for _ in ()).throw(AssertionError("sampled")))
     cases = [
         (["sample", "--target", "ring", "--n", "8", "--steps", "3", "--quiet", "--out", str(readonly_dir / "s")], "--out"),
         (["sample", "--target", "ring", "--n", "8", "--steps", "3", "--quiet", "--out", str(readonly_dir)], "--out"),
         (["eval", "--metric", "sw2", "--target", "ring", "--n", "8", "--steps", "3", "--json", str(readonly_dir / "r.json")], "--json"),
-        (["train", "--config", str(CONFIG), "--workdir", str(readonly_dir / "w"), *TINY], "--workdir"),
-        (["train", "--config", str(CONFIG), "--workdir", str(readonly_dir), *TINY], "--workdir"),
+        (["train", "--config", config, "--workdir", str(readonly_dir / "w"), *TINY], "--workdir"),
+        (["train", "--config", config, "--workdir", str(readonly_dir), *TINY], "--workdir"),
     ]
     for argv, flag in cases:
         rc, out = as_nobody(lambda: main(argv))
